@@ -1,0 +1,226 @@
+"""Typed training configs loaded from YAML files or dicts.
+
+Every field is a dataclass field whose ``metadata`` may carry ``range=(low, high)`` (inclusive, either end
+``None`` for open), ``choices=(...)`` and ``help``. :func:`load_config` rejects unknown keys (naming the key),
+wrong types and out-of-range values (naming the key and the value) -- never a silent fix-up.
+
+This module imports no torch: the UI process validates configs with it before any trainer process starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A training config is invalid; the message names the key (and the value)."""
+
+
+def _f(default: Any, help: str, range: tuple | None = None, choices: tuple | None = None) -> Any:
+    """A dataclass field with its help text and limits in ``metadata``."""
+    metadata: dict[str, Any] = {"help": help}
+    if range is not None:
+        metadata["range"] = range
+    if choices is not None:
+        metadata["choices"] = choices
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Settings every training method shares (the runner and TrainerContext rely on these)."""
+
+    pretrained_model: str = _f("", "hub id or local folder of the base model (diffusers layout, subfolders)")
+    dataset: str = _f("", "dataset folder or .zip (see training/datasets.py for the layout)")
+    output_dir: str = _f("", "run folder: checkpoints/, samples/, metrics.jsonl, final/ (the runner sets it)")
+    max_train_steps: int = _f(1000, "optimizer steps in total (a resumed run continues towards this)", (1, 10_000_000))
+    learning_rate: float = _f(5e-6, "peak learning rate", (1e-10, 1.0))
+    lr_scheduler: str = _f(
+        "constant", "learning-rate schedule",
+        choices=("constant", "constant_with_warmup", "linear", "cosine"),
+    )
+    lr_warmup_steps: int = _f(0, "warm-up steps of the schedule", (0, 10_000_000))
+    train_batch_size: int = _f(1, "images per step per device", (1, 256))
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", (1, 1024))
+    mixed_precision: str = _f("no", "autocast precision; must be 'no' on CPU", choices=("no", "fp16", "bf16"))
+    gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
+    use_8bit_adam: bool = _f(False, "bitsandbytes AdamW8bit (needs bitsandbytes and a CUDA GPU)")
+    adam_beta1: float = _f(0.9, "AdamW beta1", (0.0, 0.999999))
+    adam_beta2: float = _f(0.999, "AdamW beta2", (0.0, 0.999999))
+    adam_weight_decay: float = _f(1e-2, "AdamW weight decay", (0.0, 1.0))
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon", (1e-12, 1e-2))
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)", (0.0, 1e6))
+    seed: int = _f(0, "random seed (data order, noise, random masks)", (0, 2**32 - 1))
+    save_every: int = _f(500, "write a step-numbered checkpoint every N steps (0 = only at the end)", (0, 10_000_000))
+    sample_every: int = _f(0, "write sample images every N steps (0 = only on request)", (0, 10_000_000))
+    sample_prompts: list = _f([], "prompts for samples (empty = the first training caption)")
+    sample_steps: int = _f(20, "denoising steps per sample", (1, 1000))
+    sample_seed: int = _f(1234, "fixed seed so samples are comparable across steps", (0, 2**32 - 1))
+    resolution: int = _f(512, "square training resolution in pixels (multiple of 8)", (32, 4096))
+    resume_from: str | None = _f(None, "checkpoint folder (checkpoints/step-N) or a run folder (its latest)")
+    device: str = _f("auto", "compute device", choices=("auto", "cpu", "cuda"))
+    dataloader_workers: int = _f(0, "DataLoader worker processes", (0, 64))
+
+    def validate(self) -> None:
+        """Cross-field checks; subclasses extend (call super)."""
+        if self.resolution % 8:
+            raise ConfigError(f"resolution: {self.resolution} is not a multiple of 8 (the VAE downsamples by 8)")
+        if not self.pretrained_model:
+            raise ConfigError("pretrained_model: required (a hub id or a local model folder)")
+        if not self.dataset:
+            raise ConfigError("dataset: required (a folder or a .zip of images)")
+        if self.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(
+                "use_8bit_adam: true needs the 'bitsandbytes' package, which is not installed "
+                "(pip install bitsandbytes, on a CUDA machine) -- or set use_8bit_adam: false"
+            )
+        if self.device == "cpu" and self.mixed_precision != "no":
+            raise ConfigError(f"mixed_precision: {self.mixed_precision!r} needs a GPU; use 'no' with device: cpu")
+        if not all(isinstance(prompt, str) for prompt in self.sample_prompts):
+            raise ConfigError("sample_prompts: must be a list of strings")
+
+
+@dataclass
+class GarmentFinetuneConfig(TrainConfig):
+    """DreamBooth-inpaint garment fine-tune (seed 003): one garment's photos + cloth masks."""
+
+    pretrained_model: str = _f(
+        "stable-diffusion-v1-5/stable-diffusion-inpainting",
+        "SD 1.5/2 inpainting model (9-channel UNet): hub id or local folder",
+    )
+    instance_prompt: str | None = _f(None, "one prompt for every image (default: captions from file names)")
+    require_masks: bool = _f(False, "fail when an image has no mask instead of drawing random masks")
+    random_masks: bool = _f(True, "draw random masks for images without one (the diffusers example's scheme)")
+    masked_loss: bool = _f(False, "weight the MSE inside the mask by masked_loss_weight (outside: 1)")
+    masked_loss_weight: float = _f(5.0, "loss weight inside the mask when masked_loss is on", (0.0, 1000.0))
+    train_text_encoder: bool = _f(False, "also train the text encoder (the seed did; use lr 2e-6)")
+    text_encoder_lr: float | None = _f(None, "text-encoder learning rate (default: learning_rate)", (1e-10, 1.0))
+    use_lora: bool = _f(False, "train LoRA adapters (peft) instead of the full UNet")
+    lora_rank: int = _f(8, "LoRA rank", (1, 1024))
+    lora_alpha: float | None = _f(None, "LoRA alpha (default: the rank)", (1e-6, 1e6))
+    lora_dropout: float = _f(0.0, "LoRA dropout", (0.0, 0.99))
+    with_prior_preservation: bool = _f(False, "add a prior-preservation loss on class images")
+    class_data_dir: str | None = _f(None, "folder of class images (prior preservation)")
+    class_prompt: str | None = _f(None, "prompt for the class images, e.g. 'a sweater'")
+    prior_loss_weight: float = _f(1.0, "weight of the prior-preservation loss", (0.0, 1000.0))
+    center_crop: bool = _f(True, "centre crop (else random crop) after resizing the short side")
+    min_image_size: int = _f(64, "reject images whose shorter side is below this (pixels)", (8, 8192))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.with_prior_preservation:
+            if not self.class_data_dir:
+                raise ConfigError("class_data_dir: required when with_prior_preservation is true")
+            if not self.class_prompt:
+                raise ConfigError("class_prompt: required when with_prior_preservation is true")
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def _check_type(key: str, annotation: Any, value: Any) -> Any:
+    """Coerce ``value`` to ``annotation`` where lossless (int -> float, '5e-6' -> float); else raise."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        inner = [arg for arg in args if arg is not type(None)]
+        return _check_type(key, inner[0], value)
+    if value is None:
+        raise ConfigError(f"{key}: must not be empty (null)")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-6" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if annotation is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    return value
+
+
+def load_config(cls: type[C], source: Mapping[str, Any] | str | Path) -> C:
+    """Build ``cls`` from a dict or a YAML file, rejecting unknown keys and out-of-range values."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read config {path}: {error}") from error
+    else:
+        data = dict(source)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config must be a mapping of keys to values, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key for {cls.__name__} (known: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        spec = fields[key]
+        value = _check_type(key, hints[key], value)
+        if value is not None:
+            limits = spec.metadata.get("range")
+            if limits is not None:
+                low, high = limits
+                if (low is not None and value < low) or (high is not None and value > high):
+                    raise ConfigError(f"{key}: {value!r} is out of range [{low}, {high}]")
+            choices = spec.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        values[key] = value
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain dict (YAML/JSON-safe) of every field, defaults included."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config (every field) as YAML."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return path
+
+
+def field_help(cls: type[TrainConfig]) -> dict[str, dict[str, Any]]:
+    """``{name: {"default", "help", "range", "choices"}}`` for building forms (by name, never by position)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in dataclasses.fields(cls):
+        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+        out[spec.name] = {"default": default, **dict(spec.metadata)}
+    return out
