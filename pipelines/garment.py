@@ -45,6 +45,7 @@ from pipelines.common import (
     vae_decode,
     vae_encode,
 )
+from pipelines.colors import swatch_from_hex  # noqa: F401  (CLI --color)
 from pipelines.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, WeightSetSwitcher, concat_inpaint_denoise
 from pipelines.garment_checkpoints import ImageProjection, load_color_adapter, load_gam, load_lem
 
@@ -433,16 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
-
-
-def swatch_from_hex(value: str, size: int = 224) -> Image.Image:
-    """A flat colour swatch from '#rrggbb' (the colour adapter reads an image)."""
-    text = value.strip().lstrip("#")
-    if len(text) == 3:
-        text = "".join(ch * 2 for ch in text)
-    if len(text) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in text):
-        raise ValueError(f"colour {value!r} is not a #rrggbb hex colour")
-    return Image.new("RGB", (size, size), tuple(int(text[i : i + 2], 16) for i in (0, 2, 4)))
 
 
 if __name__ == "__main__":

@@ -232,6 +232,7 @@ def _mask_values(image: Image.Image) -> np.ndarray:
 
 def load_mask(
     source: ImageSource,
+    *,
     size: tuple[int, int] | None = None,
     name: str = "mask",
     resize: bool = False,
@@ -264,6 +265,12 @@ def load_mask(
     values = _mask_values(image)
     mask = Image.fromarray(np.where(values >= threshold, 255, 0).astype(np.uint8))
     if size is not None:
+        if (
+            not isinstance(size, (tuple, list))
+            or len(size) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+        ):
+            raise TypeError(f"size must be (width, height) in pixels, got {size!r}")
         size = (int(size[0]), int(size[1]))
         if mask.size != size:
             if not resize:

@@ -246,8 +246,6 @@ class PoseEstimator:
             return None
         if self._detector is None:
             try:
-                from controlnet_aux import OpenposeDetector
-
                 from pipelines.checkpoints import resolve_file
 
                 # Resolve the three files ourselves: one clear ModelUnavailableError offline, and the
@@ -255,6 +253,13 @@ class PoseEstimator:
                 folder = resolve_file(self.location, OPENPOSE_FILES[0]).parent
                 for filename in OPENPOSE_FILES[1:]:
                     resolve_file(self.location, filename)
+                import warnings
+
+                with warnings.catch_warnings():
+                    # controlnet-aux re-registers timm models on import and says so loudly.
+                    warnings.simplefilter("ignore", UserWarning)
+                    from controlnet_aux import OpenposeDetector
+
                 detector = OpenposeDetector.from_pretrained(str(folder))
                 self._detector = detector.to(self.device)
             except Exception as error:  # offline hub, missing files, bad pickles: fall back, reported

@@ -149,6 +149,11 @@ def canvas_to_original(
     return patch, box
 
 
+def mask_to_original(mask: Image.Image, info: FitInfo) -> Image.Image:
+    """The binary ``L`` mask :func:`paste_back` applies, at the original size (canvas or original input)."""
+    return Image.fromarray(_mask_in_original(mask, info))
+
+
 def _mask_in_original(mask: Image.Image, info: FitInfo) -> np.ndarray:
     """A uint8 0/255 mask at the original size; accepts canvas-sized or original-sized masks."""
     mask = mask.convert("L")
@@ -177,7 +182,8 @@ def paste_back(
 ) -> Image.Image:
     """Put the generated canvas into the ORIGINAL full-resolution photo, only inside ``mask``.
 
-    ``mask`` (white = generated) may be canvas-sized or original-sized. ``feather`` (px, original scale)
+    ``mask`` (white = generated) may be original-sized (exact edges; preferred) or canvas-sized (mapped
+    back with nearest neighbour, see :func:`mask_to_original`). ``feather`` (px, original scale)
     softens the edge INWARDS only, so every pixel outside the mask is bit-identical to ``original``.
     """
     if not isinstance(original, Image.Image) or not isinstance(generated, Image.Image):

@@ -190,6 +190,9 @@ OFFICIAL_CHECKPOINT_WRITERS: dict[str, str] = {
     "garment_gam": "pipelines.garment_checkpoints:write_tiny_gam_checkpoint",
     "garment_color": "pipelines.garment_checkpoints:write_tiny_color_checkpoint",
     "garment_lem": "pipelines.garment_checkpoints:write_tiny_lem_checkpoint",
+    "tryon_catvton": "pipelines.tryon:write_tiny_catvton",
+    "tryoff_anyone": "pipelines.tryoff:write_tiny_tryoffanyone",
+    "dressing_imagdressing": "pipelines.dressing_checkpoints:write_tiny_imagdressing",
 }
 
 

@@ -11,8 +11,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    """Path to a folder holding every tiny model in its standard layout (see pipelines/tiny.py)."""
+def models_dir(tmp_path_factory):
+    """A models folder whose ``tiny/`` holds every tiny model (what ModelRegistry(models_dir=...) expects)."""
     from pipelines.tiny import build_tiny_model_set
 
-    return build_tiny_model_set(tmp_path_factory.mktemp("tiny_models"))
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_model_set(root / "tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(models_dir):
+    """Path to a folder holding every tiny model in its standard layout (see pipelines/tiny.py)."""
+    return models_dir / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(models_dir):
+    """One shared tiny-preset registry for the session (models load lazily, once)."""
+    from pipelines.registry import ModelRegistry
+
+    return ModelRegistry("tiny", models_dir=models_dir, device="cpu")

@@ -61,6 +61,7 @@ class TrainConfig:
     adam_epsilon: float = _f(1e-8, "AdamW epsilon", (1e-12, 1e-2))
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)", (0.0, 1e6))
     seed: int = _f(0, "random seed (data order, noise, random masks)", (0, 2**32 - 1))
+    save_optimizer_state: bool = _f(True, "store optimizer state in checkpoints (exact resume; 2x the weights)")
     save_every: int = _f(500, "write a step-numbered checkpoint every N steps (0 = only at the end)", (0, 10_000_000))
     sample_every: int = _f(0, "write sample images every N steps (0 = only on request)", (0, 10_000_000))
     sample_prompts: list = _f([], "prompts for samples (empty = the first training caption)")

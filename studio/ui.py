@@ -1,0 +1,66 @@
+"""Assemble the studio: one ``gr.Blocks`` with a tab per task, a per-visitor id, and shared GPU queue."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import gradio as gr
+
+from studio.common import USER_ID, OutputStore, StudioContext, new_user_id
+
+logger = logging.getLogger(__name__)
+
+# (tab label, tab id, module, builder). Order = order on the page.
+TABS = [
+    ("Design", "design", "studio.design", "build_design_tab"),
+    ("Dressing", "dressing", "studio.dressing", "build_dressing_tab"),
+    ("Try-on", "tryon", "studio.tryon", "build_tryon_tab"),
+    ("Try-off", "tryoff", "studio.tryoff", "build_tryoff_tab"),
+    ("Training", "training", "studio.training", "build_training_tab"),
+    ("Settings", "settings", "studio.settings", "build_settings_tab"),
+]
+
+CSS = """
+#design-status, #tryon-status, #tryoff-status, #dressing-status {min-height: 2.5em}
+footer {visibility: hidden}
+"""
+
+
+def build_ui(service: Any, outputs: OutputStore, runs: Any = None) -> gr.Blocks:
+    with gr.Blocks(title="Atelier — fashion design studio") as demo:
+        gr.Markdown(
+            "# Atelier\nSketch a garment, pick its colours and place a logo; dress a model in several garments; "
+            "try garments on a photo and take them back off; fine-tune on your own garments."
+        )
+        user_id = gr.BrowserState("", storage_key="atelier_user")
+        ctx = StudioContext(service=service, outputs=outputs, user_id=user_id, runs=runs)
+        problem = service.preset_problems()
+        if problem:
+            gr.Markdown(f"⚠️ **{problem}** Open *Settings* to switch to the tiny preset.", elem_id="preset-warning")
+        builders: dict[str, dict] = {}
+        with gr.Tabs() as tabs:
+            ctx.tabs = tabs
+            for label, tab_id, module_name, builder in TABS:
+                try:
+                    module = importlib.import_module(module_name)
+                except ModuleNotFoundError as error:
+                    if error.name != module_name:
+                        raise
+                    logger.warning("tab %s is not available (%s)", label, error)
+                    continue
+                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}"):
+                    builders[tab_id] = getattr(module, builder)(ctx) or {}
+        for wire in ctx.deferred:
+            wire()
+
+        def on_load(current: str):
+            uid = current if current and USER_ID.match(str(current)) else new_user_id()
+            galleries = [ctx.outputs.list(uid, tab) for tab in gallery_tabs]
+            return [uid, *galleries]
+
+        gallery_tabs = [tab for tab, parts in builders.items() if "gallery" in parts]
+        demo.load(on_load, user_id, [user_id, *[builders[tab]["gallery"] for tab in gallery_tabs]], queue=False)
+    demo.atelier_context = ctx  # for tests
+    return demo
