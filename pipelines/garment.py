@@ -377,7 +377,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.checkpoints import CheckpointError, CheckpointLocation, ModelUnavailableError  # noqa: F401
     from pipelines.images import load_image, load_mask, save_png_with_params
     from pipelines.presets import CheckpointLocation as Location, load_preset
     from pipelines.registry import ModelRegistry
@@ -404,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             sketch=load_image(args.sketch_path, "sketch") if args.sketch_path else None,
             color=color,
             logo=load_image(args.logo_path, "logo") if args.logo_path else None,
-            logo_mask=load_mask(args.mask_path, "mask") if args.mask_path else None,
+            logo_mask=load_mask(args.mask_path, name="mask") if args.mask_path else None,
             height=args.height or defaults.get("height", 640),
             width=args.width or defaults.get("width", 512),
             num_inference_steps=args.steps or defaults.get("steps", 50),

@@ -173,7 +173,7 @@ class GarmentModelTryOnPipeline:
         )
         canvas_images = list(output.images)
         if request.repaint:
-            images = [paste_back(person, image, mask_canvas, info, feather=request.feather) for image in canvas_images]
+            images = [paste_back(person, image, mask, info, feather=request.feather) for image in canvas_images]
         else:
             images = canvas_images
         params = dict(request.params(), prompt=prompt, seed=seed, task=self.task, weights=str(self.info.path),

@@ -80,7 +80,7 @@ class LoraPlugins:
 
             self._pipeline = StableDiffusionPipeline(
                 vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-                scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             )
         return self._pipeline
 

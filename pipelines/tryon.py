@@ -389,7 +389,7 @@ class CatVTONPipeline:
         # 6. decode the person half and paste it back into the original photo
         canvas_images = tensor_to_images(vae_decode(vae, latents))
         if request.repaint:
-            images = [paste_back(person, image, mask_canvas, info, feather=request.feather) for image in canvas_images]
+            images = [paste_back(person, image, mask, info, feather=request.feather) for image in canvas_images]
         else:
             images = canvas_images
         params = dict(request.params(), seed=seed, task=self.task, weights=self.weight_set, mask_source=mask_source)

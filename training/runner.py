@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ class RunManager:
         self.repo_root = Path(repo_root)
         self.stop_timeout = 10.0  # seconds poll() waits after a non-blocking stop before signalling
         self._children: dict[str, subprocess.Popen] = {}
+        # UI timers and click handlers may call in from several threads; launching and reaping are serialised
+        self._lock = threading.RLock()
 
     # -- submitting -------------------------------------------------------------------------------------
     def validate(self, method: str, config: dict[str, Any] | str | Path) -> TrainConfig:
@@ -163,11 +166,12 @@ class RunManager:
     def start_next(self) -> list[str]:
         """Start queued runs (oldest first) while fewer than ``max_concurrent`` are running."""
         started = []
-        for record in self.store.list("queued"):
-            if self._busy() >= self.max_concurrent:
-                break
-            if self._launch(record):
-                started.append(record.id)
+        with self._lock:
+            for record in self.store.list("queued"):
+                if self._busy() >= self.max_concurrent:
+                    break
+                if self._launch(record):
+                    started.append(record.id)
         return started
 
     def _launch(self, record: RunRecord) -> bool:
@@ -219,7 +223,8 @@ class RunManager:
                 self._signal_group(record, signum)
                 if self._wait_exit(record, grace if signum != signal.SIGKILL else 5.0):
                     break
-        self._finalize(run_id)
+        with self._lock:
+            self._finalize(run_id)
         self.start_next()
         return self.store.get(run_id)
 
@@ -309,17 +314,31 @@ class RunManager:
         """On start-up: runs marked running/stopping whose trainer is gone become failed (or stopped if a
         stop was requested), with the log tail. Returns the ids that changed."""
         changed = []
-        for record in self.store.list(("running", "stopping")):
-            if self._alive(record):
-                continue
-            self._finalize(record.id)
-            changed.append(record.id)
+        with self._lock:
+            for record in self.store.list(("running", "stopping")):
+                if self._alive(record) or self._launching(record):
+                    continue
+                self._finalize(record.id)
+                changed.append(record.id)
         return changed
+
+    @staticmethod
+    def _launching(record: RunRecord, grace: float = 30.0) -> bool:
+        """Marked running by another RunManager that has not recorded the pid yet."""
+        return record.pid is None and record.started_at is not None and time.time() - record.started_at < grace
 
     def poll(self) -> list[RunRecord]:
         """Call periodically: reap exited trainers, escalate overdue stops, start queued runs. Returns the
         runs that are active afterwards."""
+        with self._lock:
+            self._reap()
+        self.start_next()
+        return self.store.list(ACTIVE_STATUSES)
+
+    def _reap(self) -> None:
         for record in self.store.list(("running", "stopping")):
+            if self._launching(record):
+                continue
             if not self._alive(record):
                 self._finalize(record.id)
             elif record.status == "stopping" and record.stop_requested_at:
@@ -329,8 +348,6 @@ class RunManager:
         for run_id, child in list(self._children.items()):
             if child.poll() is not None and self.store.get(run_id).is_final:
                 self._children.pop(run_id, None)
-        self.start_next()
-        return self.store.list(ACTIVE_STATUSES)
 
     # -- reading ----------------------------------------------------------------------------------------
     def get(self, run_id: str) -> RunRecord:

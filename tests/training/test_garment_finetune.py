@@ -13,6 +13,7 @@ import yaml
 from tests.training.test_datasets import make_garment_dataset
 from training.common import list_checkpoints, read_metrics
 from training.garment_finetune import main
+from training.jobstore import JobStore
 
 
 def write_config(path: Path, **values) -> Path:
@@ -35,7 +36,11 @@ def test_full_finetune_resume_and_export(tiny_models, tmp_path):
     config = write_config(tmp_path / "c1.yaml", pretrained_model=str(tiny_models / "inpaint"), dataset=str(data),
                           output_dir=str(first), max_train_steps=4, sample_every=3, train_text_encoder=True,
                           gradient_checkpointing=True)
-    assert main(["--config", str(config)]) == 0
+    store = JobStore(tmp_path / "jobs.db")
+    run = store.create("garment_finetune", first, status="running")
+    assert main(["--config", str(config), "--run-id", run.id, "--store", str(store.path)]) == 0
+    record = store.get(run.id)
+    assert (record.status, record.step, record.total_steps, record.exit_code) == ("finished", 4, 4, 0)
     metrics = read_metrics(first)
     assert [row["step"] for row in metrics] == [1, 2, 3, 4]
     assert all(math.isfinite(row["loss"]) and row["eta_s"] >= 0 for row in metrics)

@@ -28,6 +28,20 @@ def data(tmp_path_factory) -> Path:
     return make_garment_dataset(tmp_path_factory.mktemp("garment") / "data")
 
 
+@pytest.fixture
+def cleanup():
+    """Kill any trainer a failing test leaves behind (they are detached, so nothing else would)."""
+    managers: list[RunManager] = []
+    yield managers.append
+    for manager in managers:
+        for record in manager.list_runs():
+            if record.pgid and not record.is_final:
+                try:
+                    os.killpg(record.pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
 def test_submit_rejects_bad_config_before_any_process(tmp_path, data):
     manager = RunManager(tmp_path / "jobs.db", tmp_path / "runs")
     with pytest.raises(ConfigError, match="learning_rate: 9.0 is out of range"):
@@ -41,54 +55,61 @@ def test_submit_rejects_bad_config_before_any_process(tmp_path, data):
     assert manager.list_runs() == [] and list((tmp_path / "runs").iterdir()) == []
 
 
-def test_progress_stop_queue_resume_crash_reconcile(tiny_models, data, tmp_path):
+def test_progress_stop_queue_crash_reconcile_resume(tiny_models, data, tmp_path, cleanup):
+    """One scenario with two real trainers (each start-up imports torch + diffusers, ~10 s of CPU)."""
     manager = RunManager(tmp_path / "jobs.db", tmp_path / "runs", python=sys.executable, max_concurrent=1)
+    cleanup(manager)
     long_id = manager.submit("garment_finetune", tiny_config(tiny_models, data, max_train_steps=100_000,
                                                              save_every=5), name="long")
-    short_id = manager.submit("garment_finetune", tiny_config(tiny_models, data, max_train_steps=3))
-    assert manager.get(long_id).status == "running" and manager.get(short_id).status == "queued"
-    (Path(manager.get(long_id).run_dir) / "config.yaml").is_file()
+    second_id = manager.submit("garment_finetune", tiny_config(tiny_models, data, max_train_steps=100_000,
+                                                               save_every=3), name="second")
+    assert manager.get(long_id).status == "running" and manager.get(second_id).status == "queued"
+    assert (manager.run_dir(long_id) / "config.yaml").is_file()
 
+    # progress is visible in the store while the trainer runs; sample on request
     record = manager.wait(long_id, START_TIMEOUT, until=lambda r: r.step >= 3 or r.is_final)
     assert record.status == "running" and record.step >= 3, manager.log_tail(long_id)
     manager.request_sample(long_id)
     manager.wait(long_id, 30, until=lambda r: bool(manager.samples(long_id)) or r.is_final)
     assert manager.samples(long_id)
-    assert manager.get(short_id).status == "queued"  # one GPU job at a time
+    assert manager.get(second_id).status == "queued"  # one GPU job at a time
 
+    # stop: the flag makes the trainer save a final checkpoint and exit within seconds
     began = time.monotonic()
     record = manager.stop(long_id, timeout=15)
     assert record.status == "stopped" and time.monotonic() - began < 15, manager.log_tail(long_id)
     stopped_at = record.step
-    assert manager.checkpoints(long_id)[-1].name == f"step-{stopped_at:08d}"  # final checkpoint on stop
+    assert manager.checkpoints(long_id)[-1].name == f"step-{stopped_at:08d}"
     rows = manager.metrics(long_id)
     assert rows[-1]["step"] == stopped_at and {"loss", "lr", "eta_s", "gpu_mem_mb", "time"} <= set(rows[0])
 
-    record = manager.wait(short_id, START_TIMEOUT)  # the queued run started when the GPU freed
-    assert record.status == "finished" and record.step == 3, manager.log_tail(short_id)
+    # the queued run starts once the GPU is free
+    record = manager.wait(second_id, START_TIMEOUT,
+                          until=lambda r: (r.step >= 4 and bool(manager.checkpoints(second_id))) or r.is_final)
+    assert record.status == "running", manager.log_tail(second_id)
     assert record.started_at >= manager.get(long_id).ended_at
-    assert manager.final_weights(short_id) is not None
-
-    # resume: a new run continues the step count in its own folder; the old files stay as they were
-    old_checkpoints = [path.name for path in manager.checkpoints(long_id)]
-    resumed_id = manager.resume(long_id, max_train_steps=100_000)
-    assert manager.get(resumed_id).resumed_from == long_id
-    record = manager.wait(resumed_id, START_TIMEOUT, until=lambda r: r.step >= stopped_at + 6 or r.is_final)
-    assert record.status == "running", manager.log_tail(resumed_id)
-    assert manager.metrics(resumed_id)[0]["step"] == stopped_at + 1
-    assert [path.name for path in manager.checkpoints(long_id)] == old_checkpoints
 
     # the trainer dies hard (kill -9, OOM killer); a restarted app reconciles it as failed with the log tail
-    record = manager.wait(resumed_id, 30, until=lambda r: bool(manager.checkpoints(resumed_id)) or r.is_final)
-    assert record.status == "running"
     os.kill(record.pid, signal.SIGKILL)
     time.sleep(0.3)
-    checkpoints = manager.checkpoints(resumed_id)
-    assert checkpoints and int(checkpoints[0].name.split("-")[1]) > stopped_at  # numbered after the old ones
+    checkpoints = manager.checkpoints(second_id)
     restarted = RunManager(manager.store_path, manager.runs_root)  # a new app process: no child handles
-    assert restarted.reconcile() == [resumed_id]
-    record = restarted.get(resumed_id)
+    assert restarted.reconcile() == [second_id]
+    record = restarted.get(second_id)
     assert record.status == "failed" and record.ended_at is not None
     assert "last log lines" in record.error and "step" in record.error
-    assert restarted.checkpoints(resumed_id) == checkpoints
+    assert restarted.checkpoints(second_id) == checkpoints and checkpoints
     assert restarted.reconcile() == []
+
+    # resume = a new run from the latest checkpoint (the trainer side is tested in test_garment_finetune)
+    resumed_id = restarted.resume(long_id, max_train_steps=stopped_at + 10, start=False)
+    resumed = restarted.get(resumed_id)
+    assert resumed.resumed_from == long_id and resumed.status == "queued" and resumed.run_dir != record.run_dir
+    assert resumed.config["resume_from"] == str(restarted.checkpoints(long_id)[-1])
+    assert restarted.stop(resumed_id).status == "stopped"  # cancelling a queued run needs no process
+    never_ran = restarted.submit("garment_finetune", tiny_config(tiny_models, data), start=False)
+    with pytest.raises(ValueError, match="stop it before resuming"):
+        restarted.resume(never_ran)
+    restarted.stop(never_ran)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        restarted.resume(never_ran)
