@@ -459,6 +459,53 @@ class DressingPipeline:
         return DressingResult(images, [seed + i for i in range(batch)], params, garments, pose)
 
 
+# ------------------------------------------------------------------------------------ service tasks
+def run_task(registry, params: dict[str, Any], control: RunControl):
+    """The studio service's ``dressing`` task: plain params in, a TaskResult out.
+
+    ``params``: DressingRequest fields, with ``garments`` as ``[{"image": PIL, "category": str}, ...]``
+    and ``loras`` as ``[(path, weight), ...]``; optional ``slot_loras`` (a slot-LoRA file).
+    """
+    from pipelines.service import TaskResult
+
+    params = dict(params)
+    garments = []
+    for index, item in enumerate(params.pop("garments", None) or []):
+        if isinstance(item, Garment):
+            garments.append(item)
+        elif isinstance(item, dict) and set(item) <= {"image", "category"}:
+            garments.append(Garment(item.get("image"), item.get("category") or "upper"))
+        else:
+            raise ValueError(f"garment {index + 1}: expected {{'image': ..., 'category': ...}}, got {type(item).__name__}")
+    loras = [spec if isinstance(spec, LoraSpec) else LoraSpec(str(spec[0]), float(spec[1])) for spec in params.pop("loras", None) or []]
+    slot_loras = params.pop("slot_loras", None)
+    request = DressingRequest(garments=garments, loras=loras, **params)
+    pipeline = DressingPipeline.from_registry(registry, need_pose=request.pose_image is not None, slot_loras_path=slot_loras)
+    result = pipeline(request, control)
+    per_image = [dict(result.params, seed=seed, num_images=1) for seed in result.seeds]
+    return TaskResult(result.images, per_image, {"garments": result.garments, "pose_image": result.pose_image})
+
+
+def run_pose_task(registry, params: dict[str, Any], control: RunControl):
+    """The service's ``dressing_pose`` task: ``{"photo": PIL}`` or ``{"preset": name}`` plus ``width``,
+    ``height`` -> a TaskResult whose one image is the OpenPose skeleton (``extras["source"]`` says how)."""
+    from pipelines.pose import PoseEstimator, draw_openpose, load_pose_preset
+    from pipelines.service import TaskResult
+
+    width, height = int(params["width"]), int(params["height"])
+    if params.get("preset"):
+        image, source = draw_openpose(load_pose_preset(params["preset"]).keypoints, width, height), f"preset {params['preset']}"
+    elif params.get("photo") is not None:
+        estimator = registry.shared(
+            "dressing_pose_estimator", lambda: PoseEstimator(registry.preset.openpose_annotator), "pose estimator"
+        )
+        result = estimator.estimate(params["photo"], width, height)
+        image, source = result.image, result.source
+    else:
+        raise ValueError("choose a pose preset or upload a photo of a person to take the pose from")
+    return TaskResult([image], [{"task": "pose", "source": source}], {"source": source})
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -22,6 +22,7 @@ from studio.common import (
     Progress,
     StudioContext,
     check_user_id,
+    new_user_id,
     editor_to_image_and_mask,
     is_blank,
     load_params,
@@ -71,7 +72,8 @@ def logo_box(width: int, height: int, center_x: float, center_y: float, size: fl
 
 def placement_mask(width: int, height: int, center_x: float, center_y: float, size: float) -> Image.Image:
     mask = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(mask).rectangle(logo_box(width, height, center_x, center_y, size), fill=255)
+    left, top, right, bottom = logo_box(width, height, center_x, center_y, size)
+    ImageDraw.Draw(mask).rectangle((left, top, right - 1, bottom - 1), fill=255)  # PIL boxes are inclusive
     return mask
 
 
@@ -367,6 +369,49 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
                 send_tryon.click(on_send, selected, [target[0], ctx.tabs], queue=False)
 
         ctx.deferred.append(wire_send)
+
+    # ---- API endpoint for scripts (gradio_client): plain values in, saved PNG paths out
+    with gr.Group(visible=False):
+        api_fields = {
+            "prompt": gr.Textbox(), "negative_prompt": gr.Textbox(value=" worst quality, low quality"),
+            "sketch": gr.Image(type="pil"), "color": gr.Textbox(value=""), "logo": gr.Image(type="pil", image_mode="RGBA"),
+            "logo_mask": gr.Image(type="pil", image_mode="L"), "steps": gr.Number(precision=0),
+            "guidance_scale": gr.Number(), "sketch_scale": gr.Number(), "color_scale": gr.Number(),
+            "seed": gr.Number(precision=0), "num_images": gr.Number(precision=0),
+        }
+        api_button = gr.Button()
+        api_out = gr.Gallery()
+
+    def api_design(prompt, negative_prompt, sketch, color, logo, logo_mask, steps, guidance_scale, sketch_scale,
+                   color_scale, seed, num_images):
+        defaults = ctx.service.registry.defaults("garment")
+        try:
+            params = dict(
+                prompt=prompt or "", negative_prompt=negative_prompt or "",
+                sketch=load_image(sketch, "sketch") if sketch is not None else None,
+                color=swatch_from_hex(color) if color else None,
+                logo=load_image(logo, "logo", min_side=8) if logo is not None else None,
+                logo_mask=logo_mask, height=int(defaults.get("height", 640)), width=int(defaults.get("width", 512)),
+                num_inference_steps=int(steps or defaults.get("steps", 50)),
+                guidance_scale=float(defaults.get("guidance_scale", 7.0) if guidance_scale is None else guidance_scale),
+                sketch_scale=float(defaults.get("sketch_scale", 0.6) if sketch_scale is None else sketch_scale),
+                color_scale=float(defaults.get("color_scale", 1.0) if color_scale is None else color_scale),
+                seed=seed_value(-1 if seed is None else seed), num_images=int(num_images or 1),
+            )
+        except (ValueError, TypeError) as error:
+            raise gr.Error(str(error))
+        result = None
+        try:
+            for item in stream_task(ctx.service, "garment", params, threading.Event()):
+                if not isinstance(item, Progress):
+                    result = item
+        except gr.Error:
+            raise
+        except Exception as error:  # noqa: BLE001
+            raise_user_error(error)
+        return ctx.outputs.save(new_user_id(), "design", result.images, result.params)
+
+    api_button.click(api_design, list(api_fields.values()), api_out, api_name="design", concurrency_id=GPU_QUEUE)
 
     def refresh_gallery(user_id):
         return ctx.outputs.list(user_id, "design")

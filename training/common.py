@@ -289,7 +289,11 @@ class TrainerContext:
             self.finish("stopped", error="interrupted (second signal) before a clean stop", exit_code=130)
             return False
         logger.exception("training failed")
-        self.finish("failed", error=f"{type(exc).__name__}: {exc}", exit_code=1)
+        error = f"{type(exc).__name__}: {exc}"
+        if type(exc).__name__ == "OutOfMemoryError":
+            error = ("out of GPU memory. Try use_lora: true, gradient_checkpointing: true, mixed_precision: fp16, "
+                     "use_8bit_adam: true, a smaller resolution or train_batch_size: 1. " + error)
+        self.finish("failed", error=error, exit_code=1)
         return False
 
     def install_signal_handlers(self) -> None:

@@ -111,7 +111,7 @@ def test_resampler_real_layout_and_config_recovery():
         assert shapes[f"layers.{n}.1.0.weight"] == (768,)
         assert shapes[f"layers.{n}.1.1.weight"] == (3072, 768) and shapes[f"layers.{n}.1.3.weight"] == (768, 3072)
     assert not any(k.endswith(("to_q.bias", "to_kv.bias", "to_out.bias", "1.1.bias", "1.3.bias")) for k in shapes)
-    assert len(shapes) == 4 + 4 * 10 + 2
+    assert len(shapes) == 7 + 4 * 11  # latents, proj_in, proj_out, norm_out; 7 attention + 4 feed-forward per layer
     assert ResamplerConfig.from_state_dict(resampler.state_dict()) == ResamplerConfig()
     with torch.no_grad():
         tokens = resampler(torch.randn(2, 257, 1280))

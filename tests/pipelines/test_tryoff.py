@@ -39,8 +39,8 @@ def person():
     return Image.fromarray(data.astronaut()).resize((120, 130))
 
 
-def request_for(person, **overrides) -> TryOffRequest:
-    values = dict(person=person, mask=box_mask(person.size, (30, 60, 100, 130)), auto_mask=False,
+def request_for(person=None, **overrides) -> TryOffRequest:
+    values = dict(person=person, mask=box_mask((120, 130), (30, 60, 100, 130)), auto_mask=False,
                   height=64, width=48, num_inference_steps=3)
     values.update(overrides)
     return TryOffRequest(**values)
@@ -74,7 +74,7 @@ def test_tryoff_end_to_end(pipeline, person):
 )
 def test_bad_inputs(pipeline, person, overrides, message):
     with pytest.raises(ValueError, match=message):
-        pipeline(request_for(person, **overrides))
+        pipeline(request_for(**{"person": person, **overrides}))
 
 
 def test_loader_official_layout_and_errors(registry, tmp_path):

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.training.test_datasets import make_garment_dataset

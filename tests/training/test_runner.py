@@ -12,7 +12,7 @@ import pytest
 
 from tests.training.test_datasets import make_garment_dataset
 from training.config import ConfigError
-from training.runner import RunManager
+from training.runner import MethodSpec, RunManager
 
 START_TIMEOUT = 90.0  # a trainer imports torch/diffusers first (~10 s here, more on a busy machine)
 
@@ -113,3 +113,31 @@ def test_progress_stop_queue_crash_reconcile_resume(tiny_models, data, tmp_path,
     restarted.stop(never_ran)
     with pytest.raises(ValueError, match="no checkpoint"):
         restarted.resume(never_ran)
+
+
+def test_stop_escalates_to_kill_when_the_trainer_ignores_it(tmp_path, data, cleanup):
+    """A trainer deaf to the flag, SIGINT and SIGTERM still ends 'stopped' (blocking and polled stops)."""
+    methods = {"stubborn": MethodSpec("tests.training.test_runner", "training.config:GarmentFinetuneConfig")}
+    manager = RunManager(tmp_path / "jobs.db", tmp_path / "runs", methods=methods, max_concurrent=2)
+    cleanup(manager)
+    config = {"dataset": str(data), "pretrained_model": "unused"}
+    blocking, polled = manager.submit("stubborn", config), manager.submit("stubborn", config)
+    deaf = lambda r: b"ready" in (Path(r.run_dir) / "train.log").read_bytes()  # noqa: E731
+    manager.wait(blocking, 30, until=deaf)
+    manager.wait(polled, 30, until=deaf)
+
+    record = manager.stop(blocking, timeout=0.5, grace=0.5)
+    assert record.status == "stopped" and record.exit_code == -signal.SIGKILL and "stopped by signal" in record.error
+
+    manager.stop_timeout = 0.3
+    assert manager.stop(polled, wait=False).status == "stopping"
+    record = manager.wait(polled, 10)
+    assert record.status == "stopped" and record.exit_code == -signal.SIGKILL
+
+
+if __name__ == "__main__":  # the "stubborn" trainer used above: ignores every polite way to stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.1)
