@@ -55,6 +55,9 @@ def build(args: argparse.Namespace):
         runs.reconcile()
     except ImportError as error:  # the training runner is optional for the design tabs
         logging.getLogger("atelier").warning("training runner unavailable: %s", error)
+    problem = service.preset_problems()
+    if problem:
+        logging.getLogger("atelier").warning(problem)
     outputs = OutputStore(args.outputs)
     return build_ui(service, outputs, runs), outputs, runs
 

@@ -1,0 +1,69 @@
+"""The registry (lazy, shared, reported) and the service (one GPU lock, designer-readable errors)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pipelines.common import GenerationCancelled
+from pipelines.presets import load_preset
+from pipelines.registry import ModelRegistry
+from pipelines.service import StudioService, UserFacingError
+
+
+def test_registry_loads_nothing_until_asked(models_dir):
+    registry = ModelRegistry("tiny", models_dir=models_dir, device="cpu")
+    assert registry.status().loaded == []
+    vae = registry.get("vae")
+    assert registry.get("vae") is vae  # shared, loaded once
+    status = registry.status()
+    assert [m.name for m in status.loaded] == ["vae"] and status.loaded[0].bytes > 0
+    assert status.device == "cpu" and status.dtype == "float32"
+
+
+def test_presets_are_validated(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nbase_modle: x\n")
+    with pytest.raises(ValueError, match="unknown key\\(s\\) base_modle"):
+        load_preset(str(bad))
+    with pytest.raises(ValueError, match="available: sd15, tiny"):
+        load_preset("nope")
+    real = load_preset("sd15")
+    assert real.base_model == "SG161222/Realistic_Vision_V4.0_noVAE"
+    assert real.checkpoints["tryon_catvton"].location == "zhengchong/CatVTON"
+
+
+def test_unreachable_preset_is_explained_and_never_hangs(models_dir):
+    service = StudioService("sd15", models_dir=models_dir, device="cpu")
+    problem = service.preset_problems()
+    assert "Hub cannot be reached" in problem and "tiny" in problem
+    start = time.perf_counter()
+    with pytest.raises(UserFacingError, match="Model not available.*tiny"):
+        service.run("garment", {"prompt": "x", "height": 64, "width": 64, "num_inference_steps": 1})
+    assert time.perf_counter() - start < 30
+
+
+def test_service_turns_bad_input_into_a_sentence(models_dir):
+    service = StudioService("tiny", models_dir=models_dir, device="cpu")
+    with pytest.raises(UserFacingError, match="height=70"):
+        service.run("garment", {"prompt": "x", "height": 70, "width": 64})
+    with pytest.raises(UserFacingError, match="Unknown task"):
+        service.run("nope", {})
+
+
+def test_service_stop_before_start(models_dir):
+    service = StudioService("tiny", models_dir=models_dir, device="cpu")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(GenerationCancelled):
+        service.run("garment", {"prompt": "x", "height": 80, "width": 64, "num_inference_steps": 2}, stop_event=stop)
+
+
+def test_switch_preset_frees_models(models_dir):
+    service = StudioService("tiny", models_dir=models_dir, device="cpu")
+    service.run("garment", {"prompt": "x", "height": 80, "width": 64, "num_inference_steps": 1})
+    assert service.status()["loaded"]
+    service.switch_preset("tiny")
+    assert service.status()["loaded"] == []
