@@ -99,6 +99,7 @@ class ReferenceState:
     scale: float = 1.0
     rows: slice | None = None
     enabled: bool = True
+    cache_kv: bool = True  # False only for benchmarks (measures what the cache saves)
     # K/V of the reference are constant across denoising steps: computed once per call and cached here.
     kv_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
@@ -126,10 +127,10 @@ class MixedAttnProcessor(nn.Module):
 
     def reference_kv(self, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cached = self.state.kv_cache.get(self.name)
-        if cached is not None and not torch.is_grad_enabled():
+        if cached is not None and self.state.cache_kv and not torch.is_grad_enabled():
             return cached
         kv = (self.to_k_ref(reference), self.to_v_ref(reference))
-        if not torch.is_grad_enabled():
+        if self.state.cache_kv and not torch.is_grad_enabled():
             self.state.kv_cache[self.name] = kv
         return kv
 

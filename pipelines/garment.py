@@ -128,6 +128,7 @@ class GarmentDesignPipeline:
         self.image_projection, self.color_processors = image_projection, color_processors or {}
         self.inpaint_switcher, self.lem_set = inpaint_switcher, lem_set
         self.reference_state = ReferenceState()
+        self.batch_cfg = True  # one UNet call for both CFG branches (False only for benchmarks)
         for processor in self.mixed_processors.values():
             processor.state = self.reference_state
         if self.ref_unet is not None:
@@ -283,11 +284,21 @@ class GarmentDesignPipeline:
         try:
             with swapped_processors(self.unet, processors):
                 for index, timestep in enumerate(scheduler.timesteps):
-                    model_input = torch.cat([latents, latents]) if use_cfg else latents
-                    model_input = scheduler.scale_model_input(model_input, timestep)
-                    noise = self.unet(model_input, timestep, encoder_hidden_states=context).sample
-                    if use_cfg:
+                    if use_cfg and self.batch_cfg:
+                        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
+                        noise = self.unet(model_input, timestep, encoder_hidden_states=context).sample
                         noise_uncond, noise_cond = noise.chunk(2)
+                    elif use_cfg:  # two calls: the reference is on only in the conditional one
+                        model_input = scheduler.scale_model_input(latents, timestep)
+                        state.enabled, state.rows = False, None
+                        noise_uncond = self.unet(model_input, timestep, encoder_hidden_states=context[:batch]).sample
+                        state.enabled = sketch_active
+                        noise_cond = self.unet(model_input, timestep, encoder_hidden_states=context[batch:]).sample
+                    else:
+                        model_input = scheduler.scale_model_input(latents, timestep)
+                        noise_cond = self.unet(model_input, timestep, encoder_hidden_states=context).sample
+                    noise = noise_cond
+                    if use_cfg:
                         noise = noise_uncond + request.guidance_scale * (noise_cond - noise_uncond)
                     latents = scheduler.step(noise, timestep, latents).prev_sample
                     control.step("GAM", index + 1, len(scheduler.timesteps), latents)

@@ -16,16 +16,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-from PIL import Image
 
-from pipelines.common import RunControl, generators, resolve_seed
-from pipelines.images import check_image, to_rgb
-from pipelines.preprocess import fit_mask, fit_to_canvas, paste_back
-from pipelines.tryon import TryOnRequest, TryOnResult, check_canvas_size, check_common, masker_factory, resolve_mask
+if TYPE_CHECKING:  # torch is imported lazily: the studio lists garment models without loading it
+    import torch
+
+    from pipelines.common import RunControl
+    from pipelines.tryon import TryOnRequest, TryOnResult
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +86,14 @@ class GarmentModelTryOnPipeline:
         self.pipe, self.info, self.masker = pipe, info, masker
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+    def from_folder(cls, folder: str | Path, device: "torch.device | str" = "cpu", dtype: "torch.dtype | None" = None,
                     masker=None) -> "GarmentModelTryOnPipeline":
+        import torch
         from diffusers import StableDiffusionInpaintPipeline
 
         info = read_garment_model(folder)
         pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            str(info.path), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+            str(info.path), torch_dtype=dtype or torch.float32, safety_checker=None, requires_safety_checker=False
         )
         if pipe.unet.config.in_channels != 9:
             raise ValueError(f"{info.path}: the UNet has {pipe.unet.config.in_channels} input channels; need 9 (inpainting)")
@@ -104,6 +104,8 @@ class GarmentModelTryOnPipeline:
     @classmethod
     def from_registry(cls, registry, folder: str | Path) -> "GarmentModelTryOnPipeline":
         """Keep ONE garment model resident in the registry; loading another replaces it."""
+        from pipelines.tryon import masker_factory
+
         info = read_garment_model(folder)
         if registry.is_loaded("garment_model"):
             current = registry.shared("garment_model", lambda: None)
@@ -130,14 +132,27 @@ class GarmentModelTryOnPipeline:
         return self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
 
     def check_inputs(self, request: TryOnRequest) -> None:
+        from pipelines.images import check_image
+        from pipelines.tryon import check_canvas_size, check_common
+
         check_common(request)
         check_canvas_size(request.height, request.width, self.size_multiple)
         if request.garment is not None:
             check_image(request.garment, "garment")  # unused by this mode but must still be an image
 
-    @torch.no_grad()
     def __call__(self, request: TryOnRequest, control: RunControl | None = None) -> TryOnResult:
         """Inpaint the mask region with ``request.prompt`` (default: the model's own prompt)."""
+        import torch
+
+        with torch.no_grad():
+            return self._generate(request, control)
+
+    def _generate(self, request: TryOnRequest, control: RunControl | None) -> TryOnResult:
+        from pipelines.common import RunControl, generators, resolve_seed
+        from pipelines.images import to_rgb
+        from pipelines.preprocess import fit_mask, fit_to_canvas, paste_back
+        from pipelines.tryon import TryOnResult, resolve_mask
+
         self.check_inputs(request)
         control = control or RunControl()
         control.overall_total = request.num_inference_steps

@@ -299,6 +299,20 @@ class TryOffAnyonePipeline:
         return TryOffResult(images, mask, mask_source, [seed + i for i in range(batch)], params, raw, note)
 
 
+# ------------------------------------------------------------------------------------ studio service task
+# Registered in pipelines/service.py TASKS as "tryoff": "pipelines.tryoff:run_task" (mask previews use
+# "tryon_mask" with kind="tryoff").
+def run_task(registry, params: dict[str, Any], control: RunControl):
+    """The ``tryoff`` task: TryOffRequest fields in, garments out; extras: the mask used and the raw outputs."""
+    from pipelines.service import TaskResult
+
+    request = TryOffRequest(**params)
+    result = TryOffAnyonePipeline.from_registry(registry)(request, control)
+    per_image = [dict(result.params, seed=seed, num_images=1) for seed in result.seeds]
+    return TaskResult(result.images, per_image, {"mask": result.mask, "mask_source": result.mask_source,
+                                                 "note": result.note, "raw_images": result.raw_images})
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.checkpoints import CheckpointError, read_state_dict
+from pipelines.checkpoints import CheckpointError, ModelUnavailableError, read_state_dict
 from pipelines.common import (
     RunControl,
     check_steps,
@@ -396,6 +396,81 @@ class CatVTONPipeline:
         return TryOnResult(images, mask, mask_source, [seed + i for i in range(batch)], params, canvas_images, note)
 
 
+# ------------------------------------------------------------------------------------ studio service tasks
+# Registered in pipelines/service.py TASKS as "tryon": "pipelines.tryon:run_task",
+# "tryon_mask": "pipelines.tryon:run_mask_task", "tryon_sam": "pipelines.tryon:run_sam_task".
+def run_task(registry, params: dict[str, Any], control: RunControl):
+    """The ``tryon`` task: TryOnRequest fields + optional ``variant`` (CatVTON weights) or ``garment_model``
+    (a fine-tuned garment model folder). Extras: the mask used, its source and any note."""
+    from pipelines.service import TaskResult
+
+    params = dict(params)
+    garment_model = params.pop("garment_model", None)
+    variant = params.pop("variant", "tryon_catvton")
+    request = TryOnRequest(**params)
+    if garment_model:
+        from pipelines.garment_models import GarmentModelTryOnPipeline
+
+        pipeline = GarmentModelTryOnPipeline.from_registry(registry, garment_model)
+    else:
+        pipeline = CatVTONPipeline.from_registry(registry, variant)
+    result = pipeline(request, control)
+    per_image = [dict(result.params, seed=seed, num_images=1) for seed in result.seeds]
+    return TaskResult(result.images, per_image, {"mask": result.mask, "mask_source": result.mask_source, "note": result.note})
+
+
+def run_mask_task(registry, params: dict[str, Any], control: RunControl | None = None):
+    """Preview the mask a generation would use: ``person``, ``category``, ``mask`` (painted), ``auto_mask``,
+    ``kind`` ("tryon" | "tryoff"). Returns the overlay image; extras carry the mask, source and note."""
+    from pipelines.masks import mask_overlay
+    from pipelines.service import TaskResult
+
+    person = load_image(params.get("person"), "person")
+    kind = params.get("kind", "tryon")
+    if kind not in ("tryon", "tryoff"):
+        raise ValueError(f"kind={kind!r} must be 'tryon' or 'tryoff'")
+    category = params.get("category", "upper")
+    if category not in CATEGORIES:
+        raise ValueError(f"category={category!r} must be one of {', '.join(CATEGORIES)}")
+    mask, source, note = resolve_mask(
+        person, params.get("mask"), bool(params.get("auto_mask", True)), category, masker_factory(registry), kind
+    )
+    overlay = mask_overlay(person, mask)
+    return TaskResult([overlay], [{"task": f"{kind}_mask", "mask_source": source}], {"mask": mask, "mask_source": source, "note": note})
+
+
+def sam_model_type(path: str | Path) -> str:
+    """The SAM model type from the official file name (sam_vit_h_4b8939.pth -> vit_h); vit_b by default."""
+    name = Path(path).name.lower()
+    for model_type in ("vit_h", "vit_l", "vit_b", "tiny"):
+        if model_type in name:
+            return model_type
+    return "vit_b"
+
+
+def run_sam_task(registry, params: dict[str, Any], control: RunControl | None = None):
+    """Click-to-refine with SAM: ``person``, ``points_pos``/``points_neg`` [(x, y) in photo pixels],
+    optional ``base_mask``. Needs the preset's ``sam`` checkpoint. Returns the overlay; extras the mask."""
+    from pipelines.masks import SamRefiner, mask_overlay
+    from pipelines.service import TaskResult
+
+    location = registry.preset.sam
+    if not location:
+        raise ModelUnavailableError(f"preset {registry.preset.name!r} has no SAM checkpoint (set 'sam' in its YAML)")
+    refiner = registry.shared(
+        "sam_refiner", lambda: SamRefiner(location, sam_model_type(location), str(registry.device)), f"SAM {location}"
+    )
+    person = load_image(params.get("person"), "person")
+    base = params.get("base_mask")
+    if base is not None:
+        base = load_mask(base, size=person.size, name="mask", reference_name="person image")
+        if not np.asarray(base).any():
+            base = None
+    refiner.set_image(person)
+    mask = refiner.refine(params.get("points_pos") or (), params.get("points_neg") or (), base_mask=base)
+    return TaskResult([mask_overlay(person, mask)], [{"task": "sam"}], {"mask": mask, "mask_source": "sam"})
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -552,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
                 height=args.height or defaults.get("height", 1024),
                 width=args.width or defaults.get("width", 768),
                 num_inference_steps=args.steps or defaults.get("steps", 50),
-                guidance_scale=args.guidance_scale if args.guidance_scale is not None else defaults.get("guidance_scale", 2.5),
+                guidance_scale=args.guidance_scale if args.guidance_scale is not None
+                else (7.5 if args.garment_model else defaults.get("guidance_scale", 2.5)),
                 seed=args.seed if args.seed is not None else defaults.get("seed", 42),
                 num_images=args.num_images,
                 eta=args.eta,

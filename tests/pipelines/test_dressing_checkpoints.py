@@ -198,3 +198,19 @@ def test_community_lora_errors(tiny_registry, tmp_path):
         with plugins.applied([LoraSpec(str(wide), 1.0)]):
             pass
     assert {name: type(m) for name, m in unet.named_modules()} == modules
+
+
+@pytest.mark.slow
+def test_full_size_sd15_indexing():
+    """The real SD1.5 UNet: 32 processors, the 16 attn1 at even indices, K'/V' widths 320/640/1280."""
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.dressing_checkpoints import dressing_processors
+
+    unet = UNet2DConditionModel(cross_attention_dim=768)  # the library defaults are SD1.5's geometry
+    names = processor_names(unet)
+    processors = dressing_processors(unet)
+    assert len(names) == 32 and len(processors) == 16
+    assert [i for i, n in enumerate(names) if n in processors] == list(range(0, 32, 2))
+    widths = sorted({p.to_k_ref.weight.shape[0] for p in processors.values()})
+    assert widths == [320, 640, 1280]

@@ -19,12 +19,12 @@ from pipelines.tryoff import (
     whiten_background,
     write_tiny_tryoffanyone,
 )
-from tests.pipelines.test_tryon import box_mask, noise_image, tiny_registry
+from tests.pipelines.test_tryon import box_mask, fresh_registry, noise_image
 
 
 @pytest.fixture(scope="module")
-def registry(tiny_models, tmp_path_factory):
-    return tiny_registry(tiny_models, tmp_path_factory)
+def registry(models_dir):
+    return fresh_registry(models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +123,9 @@ def test_whiten_background_keeps_light_garment_parts():
     assert (out[12, 10] == (40, 60, 140)).all()
 
 
-def test_cli_tryoff(tiny_models, tmp_path_factory, person, tmp_path):
+def test_cli_tryoff(models_dir, person, tmp_path):
     from pipelines.images import read_png_params
 
-    models_dir = tmp_path_factory.mktemp("cli_models")
-    (models_dir / "tiny").symlink_to(tiny_models, target_is_directory=True)
     person.save(tmp_path / "worn.png")
     box_mask(person.size, (30, 60, 100, 130)).save(tmp_path / "mask.png")
     out = tmp_path / "garment.png"

@@ -20,10 +20,8 @@ from pipelines.tryon import CatVTONPipeline, TryOnRequest, load_catvton, main, w
 STEPS = 3
 
 
-def tiny_registry(tiny_models: Path, tmp_path_factory) -> ModelRegistry:
-    """A registry over the session's tiny model folder (models_dir/tiny -> that folder)."""
-    models_dir = tmp_path_factory.mktemp("registry")
-    (models_dir / "tiny").symlink_to(tiny_models, target_is_directory=True)
+def fresh_registry(models_dir: Path) -> ModelRegistry:
+    """A registry of its own over the session's tiny models (nothing loaded or swapped yet)."""
     return ModelRegistry("tiny", device="cpu", dtype="fp32", models_dir=models_dir)
 
 
@@ -38,8 +36,8 @@ def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Ima
 
 
 @pytest.fixture(scope="module")
-def registry(tiny_models, tmp_path_factory):
-    return tiny_registry(tiny_models, tmp_path_factory)
+def registry(models_dir):
+    return fresh_registry(models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +187,9 @@ def test_full_size_layouts_match_official_counts():
     assert mapping["0.1.proj_in.weight"] == "down_blocks.0.attentions.1.proj_in.weight"
 
 
-def test_cli_folder_of_people(tiny_models, tmp_path_factory, person, tmp_path):
+def test_cli_folder_of_people(models_dir, person, tmp_path):
     from pipelines.images import read_png_params
 
-    models_dir = tmp_path_factory.mktemp("cli_models")
-    (models_dir / "tiny").symlink_to(tiny_models, target_is_directory=True)
     people, masks = tmp_path / "people", tmp_path / "masks"
     people.mkdir(), masks.mkdir()
     for name in ("a", "b"):

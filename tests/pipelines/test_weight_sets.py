@@ -10,7 +10,7 @@ from PIL import Image
 from pipelines.garment import GarmentDesignPipeline, GarmentRequest, inpaint_switcher
 from pipelines.tryoff import TryOffAnyonePipeline, TryOffRequest
 from pipelines.tryon import CatVTONPipeline, TryOnRequest
-from tests.pipelines.test_tryon import box_mask, noise_image, tiny_registry
+from tests.pipelines.test_tryon import box_mask, fresh_registry, noise_image
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def same(a: Image.Image, b: Image.Image) -> bool:
     return np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_one_unet_serves_lem_tryon_tryoff(tiny_models, tmp_path_factory, person):
-    registry = tiny_registry(tiny_models, tmp_path_factory)
+def test_one_unet_serves_lem_tryon_tryoff(models_dir, person):
+    registry = fresh_registry(models_dir)
     unet = registry.get("inpaint_unet")
     base = {key: value.clone() for key, value in unet.state_dict().items()}
 
@@ -70,6 +70,6 @@ def test_one_unet_serves_lem_tryon_tryoff(tiny_models, tmp_path_factory, person)
     assert all(torch.equal(value, base[key]) for key, value in unet.state_dict().items())
 
     # A freshly loaded studio gives the very same pixels.
-    fresh = tiny_registry(tiny_models, tmp_path_factory)
+    fresh = fresh_registry(models_dir)
     assert same(CatVTONPipeline.from_registry(fresh)(tryon_request(person)).images[0], after_all)
     assert same(TryOffAnyonePipeline.from_registry(fresh)(tryoff_request(person)).images[0], tryoff_output)
