@@ -41,6 +41,8 @@ class UserFacingError(Exception):
 # task name -> "module:function(registry, params: dict, control: RunControl) -> TaskResult"
 TASKS: dict[str, str] = {
     "garment": "pipelines.service:run_garment",
+    "dressing": "pipelines.dressing:run_task",
+    "dressing_pose": "pipelines.dressing:run_pose_task",
 }
 
 

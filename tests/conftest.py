@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and 2-core machines running a browser, a studio server
+# and trainer processes at once are slowed badly by oversubscription.
+torch.set_num_threads(1)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
