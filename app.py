@@ -26,7 +26,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models_dir", default=os.environ.get("ATELIER_MODELS_DIR", str(REPO / "models")))
     parser.add_argument("--device", default=os.environ.get("ATELIER_DEVICE"))
     parser.add_argument("--dtype", default=os.environ.get("ATELIER_DTYPE"))
-    parser.add_argument("--offload", action="store_true", help="keep models on CPU between uses (small GPUs)")
     parser.add_argument("--max_file_size", default="50mb")
     parser.add_argument("--no_run_history", action="store_true", help="do not keep designs in browser storage")
     return parser.parse_args(argv)
@@ -46,7 +45,7 @@ def build(args: argparse.Namespace):
     from studio.ui import build_ui
 
     service = StudioService(choose_preset(args.preset), device=args.device, dtype=args.dtype,
-                            models_dir=args.models_dir, offload=args.offload)
+                            models_dir=args.models_dir)
     runs = None
     try:
         from training.runner import RunManager

@@ -113,6 +113,9 @@ class ConcatInpaintInputs:
     mask: torch.Tensor  # (B, 1, h, w) binary latent-size mask of the region to generate (1 = generate)
     bottom: torch.Tensor  # (B, 4, h, w) condition latent (garment / logo / worn person)
     bottom_mask: torch.Tensor | None = None  # (B, 1, h, w) mask channel under the bottom half (zeros)
+    # True when ``top`` is already the latent of the pixel-masked image (CatVTON, TryOffAnyone encode
+    # ``image * (mask < 0.5)``); False zeroes the latent under the mask (the LEM's conditioning).
+    premasked: bool = False
 
 
 @dataclass
@@ -148,7 +151,7 @@ def concat_inpaint_denoise(
     top, mask, bottom = top.to(device, dtype), mask.to(device, dtype), bottom.to(device, dtype)
     bottom_mask = inputs.bottom_mask.to(device, dtype) if inputs.bottom_mask is not None else torch.zeros_like(mask)
 
-    masked_top = top * (mask < 0.5)
+    masked_top = top if inputs.premasked else top * (mask < 0.5)
     condition = torch.cat([masked_top, bottom], dim=2)  # (B, 4, 2h, w)
     condition_mask = torch.cat([mask, bottom_mask], dim=2)  # (B, 1, 2h, w)
     use_cfg = config.guidance_scale > 1.0

@@ -11,7 +11,6 @@ generation pays the load. A location that cannot be reached offline fails fast w
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -19,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -78,7 +77,6 @@ class RegistryStatus:
     preset: str
     device: str
     dtype: str
-    offload: bool
     loaded: list[LoadedModel] = field(default_factory=list)
     gpu: dict | None = None
 
@@ -106,7 +104,6 @@ class ModelRegistry:
         device: str | None = None,
         dtype: str | None = None,
         models_dir: str | Path | None = None,
-        offload: bool = False,
     ) -> None:
         if isinstance(preset, str):
             preset = load_preset(preset)
@@ -115,7 +112,6 @@ class ModelRegistry:
         self.preset = preset.resolved(self.tiny_root)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
-        self.offload = offload and self.device.type != "cpu"
         self._objects: dict[str, Any] = {}
         self._info: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
@@ -130,8 +126,7 @@ class ModelRegistry:
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         module.requires_grad_(False).eval()
-        target = torch.device("cpu") if self.offload else self.device
-        return module.to(target, dtype=self.dtype)
+        return module.to(self.device, dtype=self.dtype)
 
     def _load_component(self, name: str) -> Any:
         from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -235,22 +230,6 @@ class ModelRegistry:
                 self._scheduler_config = config
         return DDIMScheduler.from_config(self._scheduler_config)
 
-    # ----------------------------------------------------------------------------------------- placement
-    @contextlib.contextmanager
-    def on_device(self, *modules: torch.nn.Module) -> Iterator[None]:
-        """With offload on, move ``modules`` to the GPU for the block and back to CPU after it."""
-        if not self.offload:
-            yield
-            return
-        for module in modules:
-            module.to(self.device)
-        try:
-            yield
-        finally:
-            for module in modules:
-                module.to("cpu")
-            torch.cuda.empty_cache()
-
     def unload(self, name: str | None = None) -> None:
         """Free one shared object (or all with None)."""
         with self._lock:
@@ -266,7 +245,7 @@ class ModelRegistry:
             loaded = list(self._info.values())
         return RegistryStatus(
             preset=self.preset.name, device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
-            offload=self.offload, loaded=loaded, gpu=gpu_memory(),
+            loaded=loaded, gpu=gpu_memory(),
         )
 
     def defaults(self, task: str) -> dict[str, Any]:

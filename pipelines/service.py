@@ -43,6 +43,10 @@ TASKS: dict[str, str] = {
     "garment": "pipelines.service:run_garment",
     "dressing": "pipelines.dressing:run_task",
     "dressing_pose": "pipelines.dressing:run_pose_task",
+    "tryon": "pipelines.tryon:run_task",
+    "tryon_mask": "pipelines.tryon:run_mask_task",
+    "tryon_sam": "pipelines.tryon:run_sam_task",
+    "tryoff": "pipelines.tryoff:run_task",
 }
 
 
@@ -70,9 +74,8 @@ class StudioService:
         device: str | None = None,
         dtype: str | None = None,
         models_dir: str | Path | None = None,
-        offload: bool = False,
     ) -> None:
-        self._settings = dict(device=device, dtype=dtype, models_dir=models_dir, offload=offload)
+        self._settings = dict(device=device, dtype=dtype, models_dir=models_dir)
         self.registry = ModelRegistry(preset, **self._settings)
         self.gpu_lock = threading.Lock()
         self.last_seed: dict[str, int] = {}
@@ -115,7 +118,6 @@ class StudioService:
             "preset": status.preset,
             "device": status.device,
             "dtype": status.dtype,
-            "offload": status.offload,
             "gpu": status.gpu,
             "total_mib": status.total_bytes / 2**20,
             "loaded": [
@@ -156,8 +158,8 @@ class StudioService:
                 if is_out_of_memory(error):
                     empty_cache()
                     raise UserFacingError(
-                        "Out of GPU memory. Lower the resolution or the number of images, or start the studio "
-                        "with --offload."
+                        "Out of GPU memory. Lower the resolution or the number of images, or free models in "
+                        "Settings (switch preset)."
                     ) from error
                 raise
 

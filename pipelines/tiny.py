@@ -193,6 +193,9 @@ OFFICIAL_CHECKPOINT_WRITERS: dict[str, str] = {
     "tryon_catvton": "pipelines.tryon:write_tiny_catvton",
     "tryoff_anyone": "pipelines.tryoff:write_tiny_tryoffanyone",
     "dressing_imagdressing": "pipelines.dressing_checkpoints:write_tiny_imagdressing",
+    # Tiny SAM so click-to-refine runs end to end offline. No tiny SegFormer in the preset: random weights
+    # would give random masks, while the mediapipe fallback gives real masks on a real photo.
+    "sam": "pipelines.masks:write_tiny_sam",
 }
 
 

@@ -51,7 +51,7 @@ from pipelines.concat_inpaint import (
     concat_inpaint_denoise,
 )
 from pipelines.images import check_image, load_image, load_mask, to_rgb
-from pipelines.preprocess import FIT_MODES, FitInfo, fit_mask, fit_to_canvas, pad_garment, paste_back
+from pipelines.preprocess import FIT_MODES, fit_mask, fit_to_canvas, pad_garment, paste_back
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ CATVTON_VARIANTS = {
     "tryon_catvton": "mix-48k-1024/attention/model.safetensors",
     "tryon_catvton_512": "vitonhd-16k-512/attention/model.safetensors",
 }
-# If the shared core grows a flag that skips its own latent-space masking, we use it: CatVTON/TryOffAnyone
-# mask in PIXEL space before encoding (``image * (mask < 0.5)``), so masking the latent again zeroes the
-# masked area instead of leaving the VAE latent of grey there (see the report / concat_inpaint.py).
-_CORE_TAKES_PREMASKED = "premasked" in getattr(ConcatInpaintInputs, "__dataclass_fields__", {})
 # The VAE's sampling noise uses its own generators (seed + offset + i), so it is not the same random stream
 # as the initial latent noise of the same image.
 ENCODE_SEED_OFFSET = 7919
@@ -238,8 +234,9 @@ def shared_weight_set(registry, name: str, loader: Callable[[Path, Any, str], We
 
 
 def concat_inputs(top: torch.Tensor, mask: torch.Tensor, bottom: torch.Tensor) -> ConcatInpaintInputs:
-    kwargs = {"premasked": True} if _CORE_TAKES_PREMASKED else {}
-    return ConcatInpaintInputs(top=top, mask=mask, bottom=bottom, **kwargs)
+    # CatVTON/TryOffAnyone mask in PIXEL space before encoding (``image * (mask < 0.5)``): the core must not
+    # zero the latent again, or the masked area would hold zeros instead of the VAE latent of grey.
+    return ConcatInpaintInputs(top=top, mask=mask, bottom=bottom, premasked=True)
 
 
 # ---------------------------------------------------------------------------------------------- loader

@@ -13,7 +13,7 @@ def status_markdown(service) -> str:
     status = service.status()
     lines = [
         f"**Preset**: `{status['preset']}` · **device**: `{status['device']}` · **dtype**: `{status['dtype']}`"
-        f" · **offload**: `{status['offload']}`",
+        "",
     ]
     if status["gpu"]:
         gpu = status["gpu"]

@@ -225,3 +225,81 @@ def field_help(cls: type[TrainConfig]) -> dict[str, dict[str, Any]]:
         default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
         out[spec.name] = {"default": default, **dict(spec.metadata)}
     return out
+
+
+# -- the IMAGGarment-1 garment methods (training/colour_adapter.py, training/gam.py, training/lem.py) ----------
+@dataclass
+class GarmentMethodConfig(TrainConfig):
+    """Settings shared by the colour adapter, GAM and LEM trainers (GarmentBench data, 640x512 garments)."""
+
+    garmentbench_task: typing.ClassVar[str] = ""  # which pair file the method reads (see training/garmentbench.py)
+
+    vae: str | None = _f(None, "separate VAE (hub id or folder, e.g. stabilityai/sd-vae-ft-mse); null = <model>/vae")
+    resolution: int = _f(512, "not used by the garment methods: they train at height x width", (32, 4096))
+    height: int = _f(640, "training height in pixels (multiple of 8; 640 in the official recipes)", (32, 4096))
+    width: int = _f(512, "training width in pixels (multiple of 8; 512 in the official recipes)", (32, 4096))
+    min_image_size: int = _f(32, "reject dataset images whose shorter side is below this (pixels)", (8, 8192))
+    sample_guidance_scale: float = _f(7.0, "CFG scale of the sample images", (0.0, 30.0))
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            if value % 8:
+                raise ConfigError(f"{key}: {value} is not a multiple of 8 (the VAE downsamples by 8)")
+
+
+@dataclass
+class ColourAdapterConfig(GarmentMethodConfig):
+    """IMAGGarment colour adapter: image_proj + to_k_ip/to_v_ip on a frozen SD1.5 UNet (color_pair.json)."""
+
+    garmentbench_task: typing.ClassVar[str] = "color"
+
+    pretrained_model: str = _f(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5", "SD1.5 text-to-image model (4-channel UNet): hub id or folder",
+    )
+    learning_rate: float = _f(1e-4, "peak learning rate (official: 1e-4)", (1e-10, 1.0))
+    image_encoder: str = _f("h94/IP-Adapter", "CLIPVisionModelWithProjection (hub id or folder) for the swatch")
+    image_encoder_subfolder: str | None = _f("models/image_encoder", "subfolder of image_encoder (null = none)")
+    num_tokens: int = _f(4, "colour tokens appended after the text (4 in the official layout)", (1, 64))
+    drop_image_prob: float = _f(0.05, "probability of dropping only the colour (zero image embedding)", (0.0, 1.0))
+    drop_text_prob: float = _f(0.05, "probability of dropping only the caption (empty prompt)", (0.0, 1.0))
+    drop_both_prob: float = _f(0.05, "probability of dropping both conditions", (0.0, 1.0))
+
+    def validate(self) -> None:
+        super().validate()
+        total = self.drop_image_prob + self.drop_text_prob + self.drop_both_prob
+        if total > 1.0:
+            raise ConfigError(f"drop_image_prob + drop_text_prob + drop_both_prob: {total:g} is more than 1")
+
+
+@dataclass
+class GamConfig(GarmentMethodConfig):
+    """IMAGGarment GAM: trainable silhouette ref_unet + to_k_ref/to_v_ref on a frozen SD1.5 UNet (sketch_pair.json)."""
+
+    garmentbench_task: typing.ClassVar[str] = "gam"
+
+    pretrained_model: str = _f(
+        "SG161222/Realistic_Vision_V4.0_noVAE",
+        "SD1.5 model whose UNet stays frozen as the main UNet and initialises ref_unet (hub id or folder)",
+    )
+    vae: str | None = _f("stabilityai/sd-vae-ft-mse", "separate VAE (Realistic Vision ships none); null = <model>/vae")
+    learning_rate: float = _f(1e-5, "peak learning rate (official: 1e-5 constant)", (1e-10, 1.0))
+    drop_text_prob: float = _f(0.1, "probability of training with an empty prompt", (0.0, 1.0))
+    noise_offset: float = _f(0.05, "per-channel noise offset (official: 0.05; 0 = off)", (0.0, 1.0))
+    sketch_scale: float = _f(1.0, "alpha of the mixed attention while training (official: 1.0)", (0.0, 2.0))
+    sample_sketch_scale: float = _f(0.6, "alpha used for the sample images (the inference default)", (0.0, 2.0))
+
+
+@dataclass
+class LemConfig(GarmentMethodConfig):
+    """IMAGGarment LEM: attn1 of the 9-channel inpainting UNet on the concat canvas (logo_pair.json)."""
+
+    garmentbench_task: typing.ClassVar[str] = "lem"
+
+    pretrained_model: str = _f(
+        "stable-diffusion-v1-5/stable-diffusion-inpainting", "SD1.5 inpainting model (9-channel UNet): hub id or folder",
+    )
+    vae: str | None = _f("stabilityai/sd-vae-ft-mse", "separate VAE (the one inference uses); null = <model>/vae")
+    learning_rate: float = _f(1e-4, "peak learning rate (official: 1e-4)", (1e-10, 1.0))
+    drop_logo_prob: float = _f(0.1, "probability of zeroing the logo latent (CFG's unconditional branch)", (0.0, 1.0))

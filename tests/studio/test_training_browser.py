@@ -1,0 +1,120 @@
+"""Headless Chromium drives the training tab: upload a zip, start a tiny fine-tune, stop, resume, finish."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import zipfile
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.studio.conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+START_TIMEOUT = 120_000  # ms: the trainer imports torch + diffusers before its first step (~10 s, more when busy)
+
+
+def tiny_dataset_zip(folder, count: int = 3):
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / "blue shirt.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for index in range(1, count + 1):
+            image = Image.new("RGB", (64, 64), (30 * index, 60, 200))
+            mask = Image.new("L", (64, 64), 0)
+            ImageDraw.Draw(mask).rectangle((12, 12, 52, 52), fill=255)
+            for name, picture in ((f"blue shirt ({index}).png", image), (f"blue shirt ({index})_mask.png", mask)):
+                path = folder / name
+                picture.save(path)
+                zipped.write(path, name)
+    return archive
+
+
+def status_text(page) -> str:
+    return page.locator("#training-status").inner_text()
+
+
+def wait_status(page, pattern: str, timeout: int) -> str:
+    page.wait_for_function(
+        "(pattern) => new RegExp(pattern).test(document.querySelector('#training-status').innerText)",
+        arg=pattern, timeout=timeout,
+    )
+    return status_text(page)
+
+
+RUN_ID_JS = "() => { const e = document.querySelector('#training-run-id textarea, #training-run-id input'); return e ? e.value : '' }"
+
+
+def selected_run(page) -> str:
+    return page.evaluate(RUN_ID_JS)
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    field = page.locator(f"#{elem_id} input[type=number]")
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def test_training_tab_start_stop_resume(studio, page, tmp_path):
+    runs = studio["runs"]
+    try:
+        page.goto(studio["url"])
+        page.get_by_role("tab", name="Training").click()
+        page.locator("#training-upload").wait_for(timeout=30_000)
+
+        # 1. upload a zip: validated at once, the caption table fills
+        page.locator("#training-upload input[type=file]").set_input_files(str(tiny_dataset_zip(tmp_path)))
+        page.wait_for_function(
+            "() => document.querySelector('#training-dataset-summary').innerText.includes('3 images')",
+            timeout=30_000,
+        )
+        assert "blue shirt" in page.locator("#training-captions").inner_text()
+
+        # 2. the tiny recipe is pre-selected on the tiny preset; make the run long enough to stop mid-way
+        assert "tiny" in page.locator("#training-recipe input").input_value()
+        set_number(page, "training-max-train-steps", 30)
+        set_number(page, "training-resolution", 32)
+        page.locator("#training-start").click()
+
+        # 3. live progress: the step count rises in the page
+        first = wait_status(page, r"status: running · step [1-9]\d*/30", START_TIMEOUT)
+        step = int(re.search(r"step (\d+)/30", first).group(1))
+        wait_status(page, rf"step ({'|'.join(str(s) for s in range(step + 1, 31))})/30", 30_000)
+
+        # 4. Stop always ends in a final state, with a checkpoint to resume from
+        page.locator("#training-stop").click()
+        stopped = wait_status(page, r"status: (stopped|finished)", 60_000)
+        first_id = selected_run(page)
+        assert runs.get(first_id).status in ("stopped", "finished"), stopped
+
+        # 5. Resume continues the step count in a new run and finishes
+        if "stopped" in stopped:
+            page.locator("#training-resume").click()
+            page.wait_for_function(f"(old) => {{ const v = ({RUN_ID_JS})(); return v && v !== old }}",
+                                   arg=first_id, timeout=20_000)
+            wait_status(page, r"status: finished · step 30/30", START_TIMEOUT)
+            resumed = runs.get(selected_run(page))
+            assert resumed.resumed_from == first_id and resumed.status == "finished"
+
+        # 6. the loss curve and the run history are on the page
+        page.locator("#training-loss canvas, #training-loss svg").first.wait_for(timeout=20_000)
+        history = page.locator("#training-history").inner_text()
+        assert first_id in history and "finished" in history
+        screenshot(page, "training")
+
+        # 7. "Use in studio" registers the model and opens the try-on tab when it is there
+        page.locator("#training-use").click()
+        page.wait_for_function(
+            "() => document.querySelector('#training-message').innerText.includes('Registered')", timeout=20_000
+        )
+        if "tryon_garment_model" in studio["demo"].atelier_context.targets:
+            page.wait_for_selector("#tab-tryon", state="visible", timeout=20_000)
+    finally:
+        for record in runs.list_runs():  # trainers are detached: never leave one behind
+            if record.pgid and not record.is_final:
+                try:
+                    os.killpg(record.pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
