@@ -126,7 +126,11 @@ class ModelRegistry:
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         module.requires_grad_(False).eval()
-        return module.to(self.device, dtype=self.dtype)
+        # dtype is set by from_pretrained (casting afterwards makes diffusers warn); only move the device.
+        module = module.to(self.device)
+        if getattr(module, "dtype", self.dtype) != self.dtype:
+            module = module.to(dtype=self.dtype)
+        return module
 
     def _load_component(self, name: str) -> Any:
         from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -136,13 +140,13 @@ class ModelRegistry:
         if name == "tokenizer":
             return from_pretrained(CLIPTokenizer, p.base_model, subfolder="tokenizer"), p.base_model
         if name == "text_encoder":
-            return self._place(from_pretrained(CLIPTextModel, p.base_model, subfolder="text_encoder")), p.base_model
+            return self._place(from_pretrained(CLIPTextModel, p.base_model, subfolder="text_encoder", dtype=self.dtype)), p.base_model
         if name == "vae":
-            return self._place(from_pretrained(AutoencoderKL, p.vae)), p.vae
+            return self._place(from_pretrained(AutoencoderKL, p.vae, torch_dtype=self.dtype)), p.vae
         if name == "unet":
-            return self._place(from_pretrained(UNet2DConditionModel, p.base_model, subfolder="unet")), p.base_model
+            return self._place(from_pretrained(UNet2DConditionModel, p.base_model, subfolder="unet", torch_dtype=self.dtype)), p.base_model
         if name == "inpaint_unet":
-            unet = from_pretrained(UNet2DConditionModel, p.inpaint_model, subfolder="unet")
+            unet = from_pretrained(UNet2DConditionModel, p.inpaint_model, subfolder="unet", torch_dtype=self.dtype)
             if unet.config.in_channels != 9:
                 raise ValueError(
                     f"inpaint_model {p.inpaint_model!r} has a {unet.config.in_channels}-channel UNet; "
@@ -151,7 +155,7 @@ class ModelRegistry:
             return self._place(unet), p.inpaint_model
         kwargs = {"subfolder": p.image_encoder_subfolder} if p.image_encoder_subfolder else {}
         if name == "image_encoder":
-            return self._place(from_pretrained(CLIPVisionModelWithProjection, p.image_encoder, **kwargs)), p.image_encoder
+            return self._place(from_pretrained(CLIPVisionModelWithProjection, p.image_encoder, dtype=self.dtype, **kwargs)), p.image_encoder
         if name == "image_processor":
             try:
                 return from_pretrained(CLIPImageProcessor, p.image_encoder, **kwargs), p.image_encoder
@@ -161,7 +165,7 @@ class ModelRegistry:
         if name == "controlnet_openpose":
             if not p.controlnet_openpose:
                 raise ModelUnavailableError(f"preset {p.name!r} has no controlnet_openpose")
-            return self._place(from_pretrained(ControlNetModel, p.controlnet_openpose)), p.controlnet_openpose
+            return self._place(from_pretrained(ControlNetModel, p.controlnet_openpose, torch_dtype=self.dtype)), p.controlnet_openpose
         raise KeyError(f"unknown component {name!r}; known: {', '.join(self.COMPONENTS)}")
 
     def get(self, name: str) -> Any:

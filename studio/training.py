@@ -252,9 +252,28 @@ def run_status_text(runs, run_id: str) -> str:
     return text
 
 
-def loss_frame(runs, run_id: str) -> pd.DataFrame:
-    rows = [(row["step"], row["loss"]) for row in runs.metrics(run_id)
-            if isinstance(row.get("loss"), (int, float)) and isinstance(row.get("step"), int)]
+def loss_frame(runs, run_id: str, max_chain: int = 50) -> pd.DataFrame:
+    """(step, loss) of a run and of the runs it was resumed from, so a resumed curve starts at step 1.
+
+    Where runs overlap (a crash after the last checkpoint is redone by the resumed run) the newer run wins.
+    """
+    rows: list[tuple[int, float]] = []
+    boundary = None
+    current: str | None = run_id
+    for _ in range(max_chain):
+        if not current:
+            break
+        try:
+            record = runs.get(current)
+        except KeyError:
+            break
+        own = [(row["step"], float(row["loss"])) for row in runs.metrics(current)
+               if isinstance(row.get("loss"), (int, float)) and isinstance(row.get("step"), int)
+               and (boundary is None or row["step"] < boundary)]
+        rows = own + rows
+        if own:
+            boundary = own[0][0]
+        current = record.resumed_from
     return pd.DataFrame(rows, columns=["step", "loss"])
 
 
@@ -600,6 +619,9 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
                     out[status] = run_status_text(ctx.runs, run_id)
                     out[log] = ctx.runs.log_tail(run_id, 40)
                     out[loss_plot] = loss_frame(ctx.runs, run_id)
+                    if (run_id, record.status) != last.get("details"):
+                        last["details"] = (run_id, record.status)
+                        out[details] = run_details(ctx.runs, run_id)
                 sample_paths = [str(p) for p in ctx.runs.samples(run_id)]
                 if (run_id, sample_paths) != last.get("samples"):
                     last["samples"] = (run_id, sample_paths)
@@ -607,7 +629,7 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
         out[seen] = last
         return out
 
-    timer.tick(on_tick, [selected, seen], [selected, history, status, log, loss_plot, samples, seen],
+    timer.tick(on_tick, [selected, seen], [selected, history, status, log, loss_plot, samples, details, seen],
                show_progress="hidden", concurrency_limit=None)
 
     def on_history_select(evt: gr.SelectData):

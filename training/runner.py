@@ -57,6 +57,9 @@ METHODS: dict[str, MethodSpec] = {
     "garment_finetune": MethodSpec(
         "training.garment_finetune", "training.config:GarmentFinetuneConfig", "training.runner:preflight_dataset"
     ),
+    "colour_adapter": MethodSpec("training.colour_adapter", "training.config:ColourAdapterConfig", "training.garmentbench:preflight"),
+    "gam": MethodSpec("training.gam", "training.config:GamConfig", "training.garmentbench:preflight"),
+    "lem": MethodSpec("training.lem", "training.config:LemConfig", "training.garmentbench:preflight"),
 }
 
 

@@ -103,8 +103,18 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         history = page.locator("#training-history").inner_text()
         assert first_id in history and "finished" in history
         screenshot(page, "training")
+        final_id = selected_run(page)
 
-        # 7. "Use in studio" registers the model and opens the try-on tab when it is there
+        # 7. clicking a run in the history shows its details and config; then back to the finished one
+        page.locator("#training-history").get_by_text(first_id).first.click()
+        page.wait_for_function(
+            "(id) => document.querySelector('#training-details').innerText.includes(id)", arg=first_id, timeout=20_000
+        )
+        assert "max_train_steps: 30" in page.locator("#training-details").inner_text()
+        page.locator("#training-history").get_by_text(final_id).first.click()
+        page.wait_for_function(f"(id) => ({RUN_ID_JS})() === id", arg=final_id, timeout=20_000)
+
+        # 8. "Use in studio" registers the model and opens the try-on tab when it is there
         page.locator("#training-use").click()
         page.wait_for_function(
             "() => document.querySelector('#training-message').innerText.includes('Registered')", timeout=20_000

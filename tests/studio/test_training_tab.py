@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import zipfile
@@ -14,7 +15,8 @@ import yaml
 
 from studio.common import StudioContext
 from studio.training import (
-    FORM_FIELDS, TrainingHandlers, build_config, default_recipe, form_values, load_recipe, recipe_names, safe_name,
+    FORM_FIELDS, TrainingHandlers, build_config, default_recipe, form_values, load_recipe, loss_frame, recipe_names,
+    run_status_text, safe_name,
 )
 from tests.training.test_datasets import make_garment_dataset, zip_folder
 from training.runner import RunManager
@@ -145,3 +147,19 @@ def test_starting_a_tiny_run_creates_a_run_record(handlers, tmp_path):
         handlers.resume(run_id)
     with pytest.raises(gr.Error, match="only a finished run"):
         handlers.use_in_studio(run_id)
+
+
+def test_loss_curve_of_a_resumed_run_includes_its_predecessor(handlers):
+    runs = handlers.runs
+    store = runs.store
+    first = store.create("garment_finetune", runs.runs_root / "a", {}, run_id="a", total_steps=6)
+    second = store.create("garment_finetune", runs.runs_root / "b", {}, run_id="b", total_steps=6, resumed_from="a")
+    for record, steps in ((first, range(1, 6)), (second, range(4, 7))):  # "a" crashed after its step-3 checkpoint
+        Path(record.run_dir).mkdir()
+        lines = [json.dumps({"step": step, "loss": step / 10, "eta_s": 1.0, "gpu_mem_mb": None, "run": record.id})
+                 for step in steps]
+        (Path(record.run_dir) / "metrics.jsonl").write_text("\n".join(lines) + "\n{half a line")
+    frame = loss_frame(runs, "b")
+    assert frame["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    store.update("b", status="running", step=6)
+    assert "status: **running** · step 6/6 · ETA 1s · GPU memory n/a (CPU)" in run_status_text(runs, "b")
