@@ -57,4 +57,6 @@ def build_settings_tab(ctx: StudioContext) -> dict[str, Any]:
     use_tiny.click(lambda: (service.switch_preset("tiny"), status_markdown(service))[1], None, info,
                    concurrency_id="gpu").then(lambda: "tiny", None, preset)
     refresh.click(lambda: status_markdown(service), None, info, queue=False)
+    # Keep the memory/loaded-model table current while the studio works in other tabs.
+    gr.Timer(4.0).tick(lambda: status_markdown(service), None, info, queue=False, show_progress="hidden")
     return {"status": info, "preset": preset}
