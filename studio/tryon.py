@@ -201,6 +201,9 @@ def wire_mask_tools(ctx: StudioContext, f: dict[str, Any], kind: str, prefix: st
     def on_preview(person_value, category, auto_mask, sam_mask):
         try:
             person, painted = person_mask({"person": person_value, "auto_mask": auto_mask, "sam_mask": sam_mask})
+        except ValueError as error:  # "Upload a person photo first." etc.: a sentence for the designer
+            raise gr.Error(str(error))
+        try:
             result = ctx.service.run("tryon_mask", {"person": person, "mask": painted, "auto_mask": auto_mask,
                                                     "category": category, "kind": kind})
         except gr.Error:

@@ -141,7 +141,7 @@ def train(context: TrainerContext) -> None:
     config: GamConfig = context.config  # type: ignore[assignment]
 
     # 1. device and precision
-    accelerator, weight_dtype = setup_accelerator(config)
+    accelerator, weight_dtype = setup_accelerator(config, find_unused_parameters=True)
     device = accelerator.device
 
     # 2. models: ref_unet = a trainable copy of the base UNet; the main UNet, VAE and text encoder frozen

@@ -69,9 +69,11 @@ def _resolve(root: Path, field: str, value: str) -> Path | None:
 
 
 def _check_image(path: Path, where: str) -> None:
+    """Header check only (fast enough for a large dataset in the UI process); truncated pixel data surfaces
+    as an error naming the file when the trainer loads it."""
     try:
         with Image.open(path) as image:
-            image.verify()
+            image.size  # noqa: B018  (the header is parsed on open)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{where}: {path.name} is not a readable image ({error})") from error
 
@@ -198,11 +200,13 @@ def load_mask_sized(path: Path, width: int, height: int):
     return mask_to_tensor(load_mask(path), width, height)[0]
 
 
-def setup_accelerator(config):
-    """(accelerator, weight_dtype) with the checks every trainer shares (CPU needs mixed_precision 'no')."""
+def setup_accelerator(config, find_unused_parameters: bool = False):
+    """(accelerator, weight_dtype) with the checks every trainer shares (CPU needs mixed_precision 'no').
+    ``find_unused_parameters``: for multi-GPU runs whose trained module has parameters outside the loss path
+    (the GAM ref_unet's layers after its last recorded attn1)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     from training.config import ConfigError
 
@@ -211,8 +215,9 @@ def setup_accelerator(config):
         raise ConfigError("device: 'cuda' requested but no CUDA GPU is available")
     if not cuda and config.mixed_precision != "no":
         raise ConfigError(f"mixed_precision: {config.mixed_precision!r} needs a CUDA GPU; set it to 'no' on CPU")
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else None
     accelerator = Accelerator(cpu=not cuda, mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+                              gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     return accelerator, weight_dtype

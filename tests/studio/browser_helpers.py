@@ -64,3 +64,24 @@ def wait_status(page, elem_id: str, text: str = "Done", timeout: float = 120_000
     error = page.locator(".toast-body.error")
     assert error.count() == 0, f"error shown: {error.first.inner_text()}"
     return page.locator(f"#{elem_id}").inner_text()
+
+
+def drop_file(page, selector: str, path: Path, mime: str = "image/png") -> None:
+    """Drag a file from the desktop onto a drop zone inside ``selector`` (how a photo gets into a gr.ImageEditor:
+    its hidden file input ignores ``set_input_files``)."""
+    import base64
+
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([b64, name, mime]) => {
+            const bin = atob(b64); const bytes = new Uint8Array(bin.length);
+            for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: mime}));
+            return transfer;
+        }""",
+        [data, Path(path).name, mime],
+    )
+    target = f"{selector} [aria-dropeffect]"
+    for event in ("dragenter", "dragover", "drop"):
+        page.dispatch_event(target, event, {"dataTransfer": transfer})

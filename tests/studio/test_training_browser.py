@@ -51,6 +51,11 @@ def selected_run(page) -> str:
     return page.evaluate(RUN_ID_JS)
 
 
+def history_cell(page, text: str):
+    """The visible table cell (the Dataframe also renders hidden cells to measure column widths)."""
+    return page.locator("#training-history td:visible", has_text=text).first
+
+
 def set_number(page, elem_id: str, value: int) -> None:
     field = page.locator(f"#{elem_id} input[type=number]")
     field.fill(str(value))
@@ -106,12 +111,12 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         final_id = selected_run(page)
 
         # 7. clicking a run in the history shows its details and config; then back to the finished one
-        page.locator("#training-history").get_by_text(first_id).first.click()
+        history_cell(page, first_id).click()
         page.wait_for_function(
             "(id) => document.querySelector('#training-details').innerText.includes(id)", arg=first_id, timeout=20_000
         )
         assert "max_train_steps: 30" in page.locator("#training-details").inner_text()
-        page.locator("#training-history").get_by_text(final_id).first.click()
+        history_cell(page, final_id).click()
         page.wait_for_function(f"(id) => ({RUN_ID_JS})() === id", arg=final_id, timeout=20_000)
 
         # 8. "Use in studio" registers the model and opens the try-on tab when it is there
