@@ -215,6 +215,27 @@ class ModelRegistry:
                 raise ModelUnavailableError(offline_hint(entry.location)) from error
         return resolve_file(entry.location, entry.filename)
 
+    def use_checkpoint(self, name: str, path: str | Path) -> None:
+        """Point checkpoint ``name`` at a local file (e.g. a fine-tune's output) and drop what was built from
+        the old one, so the next generation loads the new weights ("Use in studio")."""
+        from pipelines.presets import CheckpointLocation
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} is not a checkpoint file")
+        with self._lock:
+            self.preset.checkpoints[name] = CheckpointLocation(str(path))
+            self._objects.pop(name, None)
+            self._info.pop(name, None)
+            self._objects.pop(f"weight_set:{name}", None)
+            self._info.pop(f"weight_set:{name}", None)
+            switcher = self._objects.get("inpaint_weight_sets")
+            if switcher is not None and name in switcher.sets:
+                if switcher.active == name:
+                    switcher.activate(None)
+                switcher.sets.pop(name)
+        logger.info("checkpoint %s -> %s", name, path)
+
     def scheduler(self):
         """A fresh DDIM scheduler per call (schedulers are stateful) with the spec's SD1.5 settings."""
         from diffusers import DDIMScheduler

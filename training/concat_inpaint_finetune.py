@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +95,31 @@ class ConcatFinetuneConfig(TrainConfig):
                 raise ConfigError(f"{key}: {value} is not a multiple of 8 (the VAE downsamples by 8)")
         if self.init_weights and not Path(self.init_weights).expanduser().is_file():
             raise ConfigError(f"init_weights: {self.init_weights} is not a file (give the official .safetensors)")
+
+
+@dataclass
+class TryOnFinetuneConfig(ConcatFinetuneConfig):
+    """The runner's ``tryon`` method: CatVTON layout (mode fixed to tryon)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode != "tryon":
+            raise ConfigError("mode: the tryon method trains the CatVTON layout; use the tryoff method for try-off")
+
+
+@dataclass
+class TryOffFinetuneConfig(ConcatFinetuneConfig):
+    """The runner's ``tryoff`` method: TryOffAnyone layout (mode fixed to tryoff, 384x512, seed 36)."""
+
+    mode: str = _f("tryoff", "tryoff: TryOffAnyone layout, whole transformer blocks trained", choices=MODES)
+    height: int = _f(512, "canvas height in pixels (TryOffAnyone: 512)", (32, 4096))
+    width: int = _f(384, "canvas width in pixels (TryOffAnyone: 384)", (32, 4096))
+    seed: int = _f(36, "random seed (TryOffAnyone samples with 36)", (0, 2**32 - 1))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode != "tryoff":
+            raise ConfigError("mode: the tryoff method trains the TryOffAnyone layout; use the tryon method for try-on")
 
 
 # -- shared trainer plumbing (the dressing trainer uses these too) ------------------------------------------

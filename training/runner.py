@@ -60,6 +60,9 @@ METHODS: dict[str, MethodSpec] = {
     "colour_adapter": MethodSpec("training.colour_adapter", "training.config:ColourAdapterConfig", "training.garmentbench:preflight"),
     "gam": MethodSpec("training.gam", "training.config:GamConfig", "training.garmentbench:preflight"),
     "lem": MethodSpec("training.lem", "training.config:LemConfig", "training.garmentbench:preflight"),
+    "dressing": MethodSpec("training.dressing", "training.dressing:DressingConfig", "training.dressing:preflight"),
+    "tryon": MethodSpec("training.concat_inpaint_finetune", "training.concat_inpaint_finetune:TryOnFinetuneConfig", "training.concat_inpaint_finetune:preflight"),
+    "tryoff": MethodSpec("training.concat_inpaint_finetune", "training.concat_inpaint_finetune:TryOffFinetuneConfig", "training.concat_inpaint_finetune:preflight"),
 }
 
 

@@ -67,3 +67,25 @@ def test_switch_preset_frees_models(models_dir):
     assert service.status()["loaded"]
     service.switch_preset("tiny")
     assert service.status()["loaded"] == []
+
+
+def test_use_checkpoint_swaps_in_new_weights(models_dir, tmp_path):
+    """'Use in studio': a trained colour adapter replaces the preset's, and the next call uses it."""
+    import numpy as np
+    import torch
+
+    from pipelines.colors import swatch_from_hex
+
+    service = StudioService("tiny", models_dir=models_dir, device="cpu")
+    params = {"prompt": "x", "color": swatch_from_hex("#ff0000"), "height": 80, "width": 64, "num_inference_steps": 2}
+    before = np.asarray(service.run("garment", dict(params)).images[0])
+    original = models_dir / "tiny" / "checkpoints" / "color_adapter.bin"
+    data = torch.load(original, weights_only=True)
+    data["color_adapter"] = {k: v * 3 for k, v in data["color_adapter"].items()}
+    trained = tmp_path / "trained_color.bin"
+    torch.save(data, trained)
+    service.registry.use_checkpoint("garment_color", trained)
+    after = np.asarray(service.run("garment", dict(params)).images[0])
+    assert not np.array_equal(before, after)
+    with pytest.raises(ValueError, match="not a checkpoint file"):
+        service.registry.use_checkpoint("garment_color", tmp_path / "missing.bin")

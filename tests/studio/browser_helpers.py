@@ -85,3 +85,17 @@ def drop_file(page, selector: str, path: Path, mime: str = "image/png") -> None:
     target = f"{selector} [aria-dropeffect]"
     for event in ("dragenter", "dragover", "drop"):
         page.dispatch_event(target, event, {"dataTransfer": transfer})
+
+
+def upload_to_editor(page, selector: str, path: Path) -> None:
+    """Put a photo into a gr.ImageEditor: choose its Upload tool, then drop the file on it."""
+    for _ in range(3):
+        page.locator(f"{selector} button[aria-label='Upload']").first.click()
+        time.sleep(0.5)
+        drop_file(page, selector, path)
+        try:
+            page.locator(f"{selector} .empty").wait_for(state="detached", timeout=15_000)
+            return
+        except Exception:  # noqa: BLE001 - the editor was still initialising: try again
+            continue
+    raise AssertionError(f"the photo never appeared in {selector}")

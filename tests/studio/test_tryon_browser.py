@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.studio.browser_helpers import astronaut_png, draw_stroke, drop_file, garment_png, open_tab, wait_status
+from tests.studio.browser_helpers import (
+    astronaut_png, draw_stroke, garment_png, open_tab, upload_to_editor, wait_status,
+)
 from tests.studio.conftest import screenshot
 
 pytestmark = pytest.mark.browser
@@ -22,8 +24,7 @@ def test_tryon_tab_auto_mask_stroke_generate(studio, page, tmp_path):
     open_tab(page, studio["url"], "Try-on", "#tryon-person")
 
     # 1. the person photo into the editor, the garment photo beside it, category upper
-    drop_file(page, "#tryon-person", person_path)
-    page.locator("#tryon-person .empty").wait_for(state="detached", timeout=30_000)
+    upload_to_editor(page, "#tryon-person", person_path)
     page.locator("#tryon-garment input[type=file]").set_input_files(str(garment_path))
     page.locator("#tryon-garment img").first.wait_for(timeout=30_000)
     page.locator("#tryon-category").get_by_label("lower").check()

@@ -140,3 +140,22 @@ def test_bad_dataset_fails_the_run_with_the_file_name(tiny_models, tmp_path):
     assert main(["--config", str(config)]) == 1
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "failed" and "00000_00.jpg: not a readable image" in result["error"]
+
+
+@pytest.mark.parametrize("method", ["tryon", "tryoff"])
+def test_tiny_recipe_runs_as_the_runner_method(tiny_models, tmp_path, method):
+    from training.config import save_config
+    from training.runner import METHODS, RunManager
+
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "presets" / "training" / f"{method}_tiny.yaml").read_text())
+    recipe = {k: v.replace("{tiny_models}", str(tiny_models)) if isinstance(v, str) else v for k, v in recipe.items()}
+    recipe.update(dataset=str(make_triplet_dataset(tmp_path / "data")), max_train_steps=1, sample_every=1)
+    manager = RunManager(tmp_path / "jobs.db", tmp_path / "runs")
+    typed = manager.validate(method, recipe)
+    assert typed.mode == method and METHODS[method].module == "training.concat_inpaint_finetune"
+    typed.output_dir = str(tmp_path / "run")
+    config = save_config(typed, tmp_path / "config.yaml")
+    assert main(["--config", str(config)]) == 0
+    assert (tmp_path / "run" / "samples" / "step-00000001-0.png").is_file()
+    with pytest.raises(Exception, match="mode"):
+        manager.validate(method, {**recipe, "mode": "tryoff" if method == "tryon" else "tryon"})

@@ -131,3 +131,14 @@ def test_bad_datasets_name_the_file(tiny_models, tmp_path):
     assert main(["--config", str(config)]) == 1
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "failed" and "cloth.png: unexpected file name" in result["error"]
+
+
+def test_tiny_recipe_validates_for_the_runner(tiny_models, tmp_path):
+    from training.runner import RunManager
+
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "presets" / "training" / "dressing_tiny.yaml").read_text())
+    recipe = {k: v.replace("{tiny_models}", str(tiny_models)) if isinstance(v, str) else v for k, v in recipe.items()}
+    recipe["dataset"] = str(write_tiny_dressing_dataset(tmp_path / "data", count=1))
+    manager = RunManager(tmp_path / "jobs.db", tmp_path / "runs")
+    run_id = manager.submit("dressing", recipe, start=False)  # runs the preflight (dataset validation)
+    assert manager.store.get(run_id).status == "queued"
