@@ -127,6 +127,10 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         if "tryon_garment_model" in studio["demo"].atelier_context.targets:
             page.wait_for_selector("#tab-tryon", state="visible", timeout=20_000)
     finally:
+        for record in runs.list_runs():  # shown by pytest only when the test fails
+            print(record.id, record.status, record.step, record.total_steps, record.error)
+            print(runs.log_tail(record.id, 15))
+        print("page status:", status_text(page))
         for record in runs.list_runs():  # trainers are detached: never leave one behind
             if record.pgid and not record.is_final:
                 try:

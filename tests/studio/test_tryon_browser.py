@@ -68,7 +68,7 @@ def test_tryon_tab_auto_mask_stroke_generate(studio, page, tmp_path):
     assert len(files) == 1, files
     params = read_png_params(files[0])
     assert params["category"] == "upper" and params["task"] == "tryon", params
-    assert Image.open(files[0]).size == (96, 128)  # the tiny preset's 128x96 canvas
+    assert Image.open(files[0]).size == person.size  # "keep everything outside the mask": the photo's own size
 
     # 5. try-on and try-off (and design) share ONE inpainting UNet in the registry
     service.run("tryoff", {"person": person, "category": "upper", "height": 128, "width": 96,

@@ -1,0 +1,40 @@
+"""Headless Chromium drives the try-off tab: a real photo in, the garment laid out as a product shot."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PIL import Image
+
+from tests.studio.browser_helpers import astronaut_png, open_tab, upload_to_editor, wait_status
+from tests.studio.conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def test_tryoff_tab_photo_to_garment(studio, page, tmp_path):
+    from pipelines.images import read_png_params
+
+    person_path = astronaut_png(tmp_path)
+    open_tab(page, studio["url"], "Try-off", "#tryoff-person")
+
+    # the photo of the worn garment into the editor; the top (upper) on a white background
+    upload_to_editor(page, "#tryoff-person", person_path)
+    page.locator("#tryoff-category").get_by_label("upper").check()
+    page.locator("#tryoff-background").get_by_label("white").check()
+    time.sleep(0.5)
+
+    page.locator("#tryoff-generate").click()
+    status = wait_status(page, "tryoff-status", "Done")
+    assert "mask: mediapipe" in status, status  # nothing painted: the automatic mask of the real photo
+    page.locator("#tryoff-gallery img").first.wait_for(timeout=30_000)
+    assert page.locator("#tryoff-gallery img").count() >= 1
+    time.sleep(0.5)
+    screenshot(page, "tryoff")
+
+    files = list(studio["outputs"].root.glob("*/tryoff/*.png"))
+    assert len(files) == 1, files
+    params = read_png_params(files[0])
+    assert params["task"] == "tryoff" and params["category"] == "upper" and params["background"] == "white", params
+    assert Image.open(files[0]).size == (96, 128)  # the laid-out garment at the tiny preset's 128x96
