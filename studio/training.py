@@ -30,7 +30,7 @@ import yaml
 from studio.common import StudioContext
 from training.config import ConfigError, field_help
 from training.datasets import IMAGE_SUFFIXES, DatasetError, load_dataset, safe_extract_zip, write_caption
-from training.models import list_trained_models, register_in_studio
+from training.models import list_trained_models, register_in_studio, studio_checkpoint
 from training.runner import METHODS
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def method_fields(method: str) -> dict[str, dict[str, Any]]:
 
 def recipe_names(method: str) -> list[str]:
     """Recipe files for ``method``: presets/training/<method>*.yaml, by stem."""
-    return sorted(path.stem for path in RECIPES.glob("*.yaml") if path.stem.startswith(method))
+    return sorted(path.stem for path in RECIPES.glob("*.yaml")
+                  if path.stem == method or path.stem.startswith(f"{method}_"))
 
 
 def default_recipe(method: str, tiny: bool) -> str | None:
@@ -161,8 +162,14 @@ def new_dataset_dir(datasets_root: Path, label: str) -> Path:
     raise OSError(f"could not create a new dataset folder under {datasets_root}")
 
 
+def uses_image_folder_layout(method: str) -> bool:
+    """True for methods reading the training.datasets layout (images + masks + captions); others (e.g. the
+    GarmentBench or dressing layouts) are checked by their own preflight when the run is submitted."""
+    return METHODS[method].preflight in (None, "training.runner:preflight_dataset")
+
+
 def import_dataset(files: list[str] | None, folder: str | None, datasets_root: str | Path,
-                   require_masks: bool = False, min_size: int = 64) -> tuple[Path, list]:
+                   require_masks: bool = False, min_size: int = 64, validate: bool = True) -> tuple[Path, list]:
     """Uploaded files (a zip and/or images, masks, .txt captions) or a server folder -> a validated dataset.
 
     Uploads are copied into a new folder under ``datasets_root`` (zips safely extracted); nothing starts
@@ -176,7 +183,7 @@ def import_dataset(files: list[str] | None, folder: str | None, datasets_root: s
         source = Path(folder.strip()).expanduser()
         if not source.is_dir():
             raise DatasetError(f"{source}: not a folder on the server")
-        return source, load_dataset(source, require_masks=require_masks, min_size=min_size)
+        return source, load_dataset(source, require_masks=require_masks, min_size=min_size) if validate else []
     for path in files:
         if Path(path).suffix.lower() not in UPLOAD_SUFFIXES:
             raise DatasetError(f"{Path(path).name}: not an image, mask, caption or zip "
@@ -192,7 +199,7 @@ def import_dataset(files: list[str] | None, folder: str | None, datasets_root: s
                 if destination.exists():
                     raise DatasetError(f"{path.name}: two uploaded files have the same name")
                 shutil.copyfile(path, destination)
-        return target, load_dataset(target, require_masks=require_masks, min_size=min_size)
+        return target, load_dataset(target, require_masks=require_masks, min_size=min_size) if validate else []
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -349,13 +356,17 @@ class TrainingHandlers:
         except ValueError as error:
             raise gr.Error(str(error))
 
-    def load_dataset(self, files, folder, require_masks=False, min_size=64) -> tuple[str, list[list[str]], str]:
+    def load_dataset(self, files, folder, require_masks=False, min_size=64,
+                     method: str = "garment_finetune") -> tuple[str, list[list[str]], str]:
         """-> (dataset folder, caption rows, summary); gr.Error naming the bad file."""
+        validate = uses_image_folder_layout(method)
         try:
             path, items = import_dataset(files, folder, self.datasets_root, bool(require_masks),
-                                         int(min_size or 8))
+                                         int(min_size or 8), validate=validate)
         except DatasetError as error:
             raise gr.Error(f"Dataset rejected — {error}", title="Dataset problem")
+        if not validate:
+            return str(path), [], f"Dataset in `{path}`; {method} checks its layout when the run is submitted."
         masks = sum(item.mask_path is not None for item in items)
         summary = f"**{len(items)} images** ({masks} with masks) in `{path}`"
         return str(path), caption_rows(path, items), summary
@@ -428,9 +439,30 @@ class TrainingHandlers:
             model = register_in_studio(self.runs.runs_root, run_id)
         except ValueError as error:
             raise gr.Error(str(error))
+        self.apply_checkpoint(model)
         choices = [(f"{m.name} — “{m.prompt}”", str(m.path))
                    for m in list_trained_models(self.runs.runs_root, kind=model.kind)]
         return model, choices
+
+    def apply_checkpoint(self, model) -> bool:
+        """Swap a trained checkpoint (colour adapter, GAM, LEM, ...) into the model registry; True if done."""
+        use = getattr(getattr(self.ctx.service, "registry", None), "use_checkpoint", None)
+        try:
+            target = studio_checkpoint(model)
+            if target is None or use is None:
+                return False
+            use(*target)
+        except ValueError as error:
+            raise gr.Error(f"Cannot use {model.name}: {error}")
+        return True
+
+    def restore_registered(self) -> None:
+        """At start-up: models chosen with "Use in studio" before a restart are swapped in again."""
+        for model in reversed(list_trained_models(self.runs.runs_root, registered_only=True)):  # newest last
+            try:
+                self.apply_checkpoint(model)
+            except gr.Error as error:
+                logger.warning("could not restore %s: %s", model.name, error)
 
     def latest_run(self) -> str | None:
         runs = self.runs.list_runs()
@@ -463,6 +495,7 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
         gr.Markdown("Training is not available: the training runner could not be started (see the log).")
         return {}
     handlers = TrainingHandlers(ctx)
+    handlers.restore_registered()
     start_poller(ctx.runs)
     methods = list(METHODS)
     method0 = methods[0]
@@ -473,6 +506,10 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
     f: dict[str, Any] = {}  # config field name -> component
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
+            with gr.Row():
+                method = gr.Dropdown(methods, value=method0, label="Method", elem_id="training-method")
+                recipe = gr.Dropdown(recipe_names(method0), value=recipe0, label="Recipe",
+                                     elem_id="training-recipe")
             gr.Markdown("### 1 · Dataset\nA zip or several images of **one garment**; masks as "
                         "`<name>_mask.png` (white = garment); captions come from file names "
                         "(`red sweater (1).jpg` → “red sweater”) or `.txt` files.")
@@ -489,11 +526,7 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
                                     interactive=True, label="Images and captions (edit, then Save captions)",
                                     elem_id="training-captions", max_height=260)
             save_captions_button = gr.Button("Save captions", elem_id="training-save-captions")
-            gr.Markdown("### 2 · Method and recipe")
-            with gr.Row():
-                method = gr.Dropdown(methods, value=method0, label="Method", elem_id="training-method")
-                recipe = gr.Dropdown(recipe_names(method0), value=recipe0, label="Recipe",
-                                     elem_id="training-recipe")
+            gr.Markdown("### 2 · Settings")
             run_name = gr.Textbox(label="Run name (optional)", elem_id="training-run-name")
             with gr.Row():
                 for name in ("max_train_steps", "learning_rate", "resolution"):
@@ -540,15 +573,15 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
         return dict(zip(FORM_FIELDS, values))
 
     # ---- dataset
-    def on_upload(files, require_masks, min_size):
+    def on_upload(files, require_masks, min_size, method_name):
         if not files:
             return gr.skip(), gr.skip(), gr.skip()
-        return handlers.load_dataset(files, None, require_masks, min_size)
+        return handlers.load_dataset(files, None, require_masks, min_size, method_name)
 
-    upload.upload(on_upload, [upload, f["require_masks"], f["min_image_size"]],
+    upload.upload(on_upload, [upload, f["require_masks"], f["min_image_size"], method],
                   [dataset_path, captions, dataset_summary])
-    load_folder.click(lambda folder, masks, size: handlers.load_dataset(None, folder, masks, size),
-                      [server_folder, f["require_masks"], f["min_image_size"]],
+    load_folder.click(lambda folder, masks, size, name: handlers.load_dataset(None, folder, masks, size, name),
+                      [server_folder, f["require_masks"], f["min_image_size"], method],
                       [dataset_path, captions, dataset_summary])
     save_captions_button.click(handlers.save_captions, [dataset_path, captions], message)
 

@@ -143,3 +143,18 @@ def register_in_studio(runs_root: str | Path, run_id: str, name: str | None = No
     os.replace(temporary, runs_root / REGISTRY_FILE)
     logger.info("registered %s (%s) for the studio", run_id, model.kind)
     return model
+
+
+def studio_checkpoint(model: TrainedModel) -> tuple[str, Path] | None:
+    """``(preset checkpoint name, weights file)`` for models that replace one of the studio's checkpoints
+    (the card's ``checkpoint_key`` + ``weights``/``checkpoint``/``weights_file``); None for whole pipelines
+    such as garment models, which other tabs list with :func:`list_trained_models` instead."""
+    card = model.card or {}
+    key = card.get("checkpoint_key")
+    file = card.get("weights") or card.get("checkpoint") or card.get("weights_file")
+    if not key or not file:
+        return None
+    path = (model.path / str(file)).resolve()
+    if model.path.resolve() not in path.parents:
+        raise ValueError(f"{model.path}: the model card points outside its folder ({file})")
+    return str(key), path

@@ -163,3 +163,14 @@ def test_loss_curve_of_a_resumed_run_includes_its_predecessor(handlers):
     assert frame["step"].tolist() == [1, 2, 3, 4, 5, 6]
     store.update("b", status="running", step=6)
     assert "status: **running** · step 6/6 · ETA 1s · GPU memory n/a (CPU)" in run_status_text(runs, "b")
+
+
+def test_every_registered_method_has_a_form_and_recipes(handlers):
+    from training.runner import METHODS
+
+    for method in METHODS:
+        names = recipe_names(method)
+        assert all(name == method or name.startswith(f"{method}_") for name in names)
+        recipe = load_recipe(default_recipe(method, tiny=True), handlers.tiny_root) if names else {}
+        values = form_values(method, recipe)
+        assert set(values) == set(FORM_FIELDS)

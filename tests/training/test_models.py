@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from training.jobstore import JobStore
-from training.models import REGISTRY_FILE, list_trained_models, read_trained_model, register_in_studio
+from training.models import (
+    REGISTRY_FILE, list_trained_models, read_trained_model, register_in_studio, studio_checkpoint,
+)
 
 
 def fake_run(runs_root: Path, store: JobStore, run_id: str, status: str, kind: str = "garment_model",
@@ -74,3 +76,19 @@ def test_without_a_store_cards_are_read_directly(tmp_path):
     assert model.prompt == "coat" and model.run_id == "some-run" and model.created_at
     with pytest.raises(ValueError, match="no atelier_model.json"):
         read_trained_model(tmp_path / "nothing")
+
+
+def test_studio_checkpoint_of_weight_files(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    final = fake_run(tmp_path, store, "run-a", "finished", kind="garment_color")
+    card = json.loads((final / "atelier_model.json").read_text())
+    (final / "atelier_model.json").write_text(json.dumps({**card, "checkpoint_key": "garment_color",
+                                                          "weights": "color_adapter.safetensors"}))
+    (model,) = list_trained_models(tmp_path)
+    assert studio_checkpoint(model) == ("garment_color", (final / "color_adapter.safetensors").resolve())
+    fake_run(tmp_path, store, "run-b", "finished")
+    garment = [m for m in list_trained_models(tmp_path) if m.kind == "garment_model"][0]
+    assert studio_checkpoint(garment) is None  # a whole pipeline: listed by the try-on tab instead
+    (final / "atelier_model.json").write_text(json.dumps({**card, "checkpoint_key": "x", "weights": "../../evil"}))
+    with pytest.raises(ValueError, match="outside its folder"):
+        studio_checkpoint(list_trained_models(tmp_path, kind="garment_color")[0])
