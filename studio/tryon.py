@@ -16,7 +16,6 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from pipelines.garment_models import list_garment_models
 from pipelines.images import load_image
 from studio.common import (
     GPU_QUEUE,
@@ -125,7 +124,10 @@ def garment_model_choices(runs_root: str | Path | None) -> list[tuple[str, str]]
     """(label, folder) of the garment models trained in this studio."""
     if not runs_root:
         return []
-    return [(f"{info.name} — “{info.prompt}”", str(info.path)) for info in list_garment_models(runs_root)]
+    # Finished runs only (a failed or half-written final/ folder is never offered), newest first.
+    from training.models import list_trained_models
+
+    return [(f"{m.name} — “{m.prompt}”", str(m.path)) for m in list_trained_models(runs_root, kind="garment_model")]
 
 
 # ----------------------------------------------------------------------------------------- shared UI

@@ -127,8 +127,14 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         page.wait_for_function(
             "() => document.querySelector('#training-message').innerText.includes('Registered')", timeout=20_000
         )
-        if "tryon_garment_model" in studio["demo"].atelier_context.targets:
-            page.wait_for_selector("#tab-tryon", state="visible", timeout=20_000)
+        assert "tryon_garment_model" in studio["demo"].atelier_context.targets
+        page.wait_for_selector("#tab-tryon", state="visible", timeout=20_000)
+        # ... where the trained garment model is now the selected "garment model"
+        page.wait_for_function(
+            "() => document.querySelector('#tryon-garment-model input').value.length > 0", timeout=20_000
+        )
+        selected = page.locator("#tryon-garment-model input").input_value()
+        assert "garment" in selected.lower() or final_id in selected or "shirt" in selected.lower(), selected
     finally:
         for record in runs.list_runs():  # shown by pytest only when the test fails
             print(record.id, record.status, record.step, record.total_steps, record.error)

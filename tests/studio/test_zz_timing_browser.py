@@ -1,0 +1,83 @@
+"""Headless Chromium drives the try-on tab the way a designer does: a real photo, the automatic mask, a stroke."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.studio.browser_helpers import (
+    astronaut_png, draw_stroke, garment_png, open_tab, upload_to_editor, wait_status,
+)
+from tests.studio.conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def test_zz_tryon_tab_auto_mask_stroke_generate(studio, page, tmp_path):
+    from pipelines.images import read_png_params
+
+    T0=time.time()
+    person_path = astronaut_png(tmp_path)
+    garment_path = garment_png(tmp_path, "tshirt", "tshirt")
+    open_tab(page, studio["url"], "Try-on", "#tryon-person")
+
+    # 1. the person photo into the editor, the garment photo beside it, category upper
+    print("T", round(time.time()-T0,1), '# 1. the person photo into the')
+    upload_to_editor(page, "#tryon-person", person_path)
+    page.locator("#tryon-garment input[type=file]").set_input_files(str(garment_path))
+    page.locator("#tryon-garment img").first.wait_for(timeout=30_000)
+    page.locator("#tryon-category").get_by_label("lower").check()
+    page.locator("#tryon-category").get_by_label("upper").check()
+    time.sleep(0.8)  # the editor lays the photo out on its canvas
+
+    # 2. "Preview mask": the automatic upper-body mask of the real photo (mediapipe), shown as an overlay
+    print("T", round(time.time()-T0,1), '# 2. "Preview mask": the autom')
+    page.locator("#tryon-preview-mask").click()
+    page.locator("#tryon-mask-preview img").first.wait_for(timeout=90_000)
+    info = wait_status(page, "tryon-mask-info", "Mask from")
+    assert "painted" not in info, info  # nothing painted yet: the automatic mask
+    page.locator("#tryon-mask-preview").scroll_into_view_if_needed()
+    time.sleep(0.5)
+    screenshot(page, "tryon_mask")
+
+    # the overlay the page shows is the mask over the photo: a sensible upper-body region, not the whole image
+    service = studio["service"]
+    person = Image.open(person_path).convert("RGB")
+    auto = service.run("tryon_mask", {"person": person, "category": "upper", "auto_mask": True})
+    mask = np.asarray(auto.extras["mask"]) > 127
+    rows = np.nonzero(mask.any(axis=1))[0]
+    assert 0.05 < mask.mean() < 0.6, mask.mean()  # a region, neither empty nor the whole photo
+    assert rows.min() > 0.2 * mask.shape[0], rows.min()  # below the face (the astronaut's head is at the top)
+
+    # 3. a stroke over the chest: painted strokes override the automatic mask
+    print("T", round(time.time()-T0,1), '# 3. a stroke over the chest: ')
+    draw_stroke(page, "#tryon-person", [(0.35, 0.65), (0.5, 0.7), (0.65, 0.65)])
+    time.sleep(0.5)
+    page.locator("#tryon-preview-mask").click()
+    wait_status(page, "tryon-mask-info", "painted", timeout=60_000)
+
+    # 4. generate: the result appears in the gallery; the status says which mask was used
+    print("T", round(time.time()-T0,1), '# 4. generate: the result appe')
+    page.locator("#tryon-generate").click()
+    status = wait_status(page, "tryon-status", "Done")
+    assert "mask: painted" in status, status
+    page.locator("#tryon-gallery img").first.wait_for(timeout=30_000)
+    assert page.locator("#tryon-gallery img").count() >= 1
+    time.sleep(0.5)
+    screenshot(page, "tryon")
+
+    files = list(studio["outputs"].root.glob("*/tryon/*.png"))
+    assert len(files) == 1, files
+    params = read_png_params(files[0])
+    assert params["category"] == "upper" and params["task"] == "tryon", params
+    assert Image.open(files[0]).size == person.size  # "keep everything outside the mask": the photo's own size
+
+    # 5. try-on and try-off (and design) share ONE inpainting UNet in the registry
+    print("T", round(time.time()-T0,1), '# 5. try-on and try-off (and d')
+    service.run("tryoff", {"person": person, "category": "upper", "height": 128, "width": 96,
+                           "num_inference_steps": 1, "seed": 1})
+    loaded = [m.name for m in service.registry.status().loaded]
+    assert loaded.count("inpaint_unet") == 1, loaded
