@@ -67,13 +67,13 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
     try:
         page.goto(studio["url"])
         page.get_by_role("tab", name="Training").click()
-        page.locator("#training-upload").wait_for(timeout=30_000)
+        page.locator("#training-upload").wait_for(timeout=90_000)
 
         # 1. upload a zip: validated at once, the caption table fills
         page.locator("#training-upload input[type=file]").set_input_files(str(tiny_dataset_zip(tmp_path)))
         page.wait_for_function(
             "() => document.querySelector('#training-dataset-summary').innerText.includes('3 images')",
-            timeout=30_000,
+            timeout=90_000,
         )
         assert "blue shirt" in page.locator("#training-captions").inner_text()
 
@@ -88,7 +88,7 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         step = int(re.search(r"step (\d+)/20", first).group(1))
         page.wait_for_function(
             "(n) => { const m = /step (\\d+)\\//.exec(document.querySelector('#training-status').innerText);"
-            " return m && Number(m[1]) > n }", arg=step, timeout=30_000,
+            " return m && Number(m[1]) > n }", arg=step, timeout=90_000,
         )
 
         # 4. Stop always ends in a final state, with a checkpoint to resume from
@@ -101,13 +101,13 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         if "stopped" in stopped:
             page.locator("#training-resume").click()
             page.wait_for_function(f"(old) => {{ const v = ({RUN_ID_JS})(); return v && v !== old }}",
-                                   arg=first_id, timeout=20_000)
+                                   arg=first_id, timeout=60_000)
             wait_status(page, r"status: finished · step 20/20", START_TIMEOUT)
             resumed = runs.get(selected_run(page))
             assert resumed.resumed_from == first_id and resumed.status == "finished"
 
         # 6. the loss curve and the run history are on the page
-        page.locator("#training-loss canvas, #training-loss svg").first.wait_for(timeout=20_000)
+        page.locator("#training-loss canvas, #training-loss svg").first.wait_for(timeout=60_000)
         history = page.locator("#training-history").inner_text()
         assert first_id in history and "finished" in history
         screenshot(page, "training")
@@ -116,22 +116,22 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
         # 7. clicking a run in the history shows its details and config; then back to the finished one
         history_cell(page, first_id).click()
         page.wait_for_function(
-            "(id) => document.querySelector('#training-details').innerText.includes(id)", arg=first_id, timeout=20_000
+            "(id) => document.querySelector('#training-details').innerText.includes(id)", arg=first_id, timeout=60_000
         )
         assert "max_train_steps: 20" in page.locator("#training-details").inner_text()
         history_cell(page, final_id).click()
-        page.wait_for_function(f"(id) => ({RUN_ID_JS})() === id", arg=final_id, timeout=20_000)
+        page.wait_for_function(f"(id) => ({RUN_ID_JS})() === id", arg=final_id, timeout=60_000)
 
         # 8. "Use in studio" registers the model and opens the try-on tab when it is there
         page.locator("#training-use").click()
         page.wait_for_function(
-            "() => document.querySelector('#training-message').innerText.includes('Registered')", timeout=20_000
+            "() => document.querySelector('#training-message').innerText.includes('Registered')", timeout=60_000
         )
         assert "tryon_garment_model" in studio["demo"].atelier_context.targets
-        page.wait_for_selector("#tab-tryon", state="visible", timeout=20_000)
+        page.wait_for_selector("#tab-tryon", state="visible", timeout=60_000)
         # ... where the trained garment model is now the selected "garment model"
         page.wait_for_function(
-            "() => document.querySelector('#tryon-garment-model input').value.length > 0", timeout=20_000
+            "() => document.querySelector('#tryon-garment-model input').value.length > 0", timeout=60_000
         )
         selected = page.locator("#tryon-garment-model input").input_value()
         assert "garment" in selected.lower() or final_id in selected or "shirt" in selected.lower(), selected
