@@ -170,6 +170,24 @@ def _check_type(key: str, annotation: Any, value: Any) -> Any:
     return value
 
 
+TINY_PLACEHOLDER = "{tiny_models}"
+
+
+def resolve_tiny_placeholder(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace ``{tiny_models}`` (the tiny recipes' model location) with the studio's tiny model folder,
+    building the tiny models there first if they are missing, so a tiny recipe also runs from the CLI."""
+    if not any(isinstance(v, str) and TINY_PLACEHOLDER in v for v in data.values()):
+        return dict(data)
+    from pipelines.presets import default_models_dir
+
+    root = default_models_dir() / "tiny"
+    if not (root / "tiny_layout.json").exists():
+        from pipelines.tiny import build_tiny_model_set
+
+        build_tiny_model_set(root)
+    return {k: v.replace(TINY_PLACEHOLDER, str(root)) if isinstance(v, str) else v for k, v in data.items()}
+
+
 def load_config(cls: type[C], source: Mapping[str, Any] | str | Path) -> C:
     """Build ``cls`` from a dict or a YAML file, rejecting unknown keys and out-of-range values."""
     if isinstance(source, (str, Path)):
@@ -182,6 +200,7 @@ def load_config(cls: type[C], source: Mapping[str, Any] | str | Path) -> C:
         data = dict(source)
     if not isinstance(data, Mapping):
         raise ConfigError(f"config must be a mapping of keys to values, got {type(data).__name__}")
+    data = resolve_tiny_placeholder(data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [key for key in data if key not in fields]
     if unknown:
