@@ -73,6 +73,14 @@ def test_design_tab_draw_colour_logo_generate(studio, page, tmp_path):
     time.sleep(0.5)
     screenshot(page, "design")
 
+    # "send to": select a design and send it to the try-on tab as the garment
+    page.locator("#design-gallery img").first.click()
+    page.wait_for_function(
+        "() => document.querySelector('#design-details').innerText.includes('prompt')", timeout=30_000
+    )
+    page.locator("#design-send-tryon").click()
+    page.locator("#tryon-garment img").first.wait_for(state="visible", timeout=30_000)
+
     # the saved PNGs carry their parameters, including that a sketch, colour and logo were used
     from pipelines.images import read_png_params
 
