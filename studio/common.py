@@ -141,6 +141,57 @@ def stream_task(
             raise_user_error(payload)
 
 
+_STOP_EVENTS: dict[str, threading.Event] = {}
+
+
+def stop_event_for(session: str) -> threading.Event:
+    """The Stop flag of one browser session (shared by its tabs: one GPU queue, one job at a time)."""
+    return _STOP_EVENTS.setdefault(session, threading.Event())
+
+
+def wire_stop(button, status) -> None:
+    """Stop: set the session's flag; the running pipeline raises at its next step."""
+    def on_stop(request: gr.Request):
+        stop_event_for(request.session_hash).set()
+        return "Stopping after the current step…"
+
+    button.click(on_stop, None, status, queue=False)
+
+
+def form_inputs(ctx: "StudioContext", form: dict[str, Any]) -> set:
+    """A form's components (a set: handlers receive a dict component -> value) plus the visitor id."""
+    return set(form.values()) | ({ctx.user_id} if ctx.user_id is not None else set())
+
+
+def wire_gallery(ctx: "StudioContext", gallery, selected, details) -> None:
+    """Selecting a gallery image remembers its path and shows its stored parameters."""
+    def on_select(evt: gr.SelectData):
+        path = evt.value["image"]["path"] if isinstance(evt.value, dict) else evt.value
+        try:
+            return path, params_markdown(load_params(path))
+        except gr.Error:
+            return path, "No parameters stored in this image."
+
+    gallery.select(on_select, None, [selected, details], queue=False)
+
+
+def wire_send(ctx: "StudioContext", button, selected, target_name: str, label: str) -> None:
+    """"Send selected to <tab>": wired after every tab exists (targets are registered by the tab builders)."""
+    def on_send(path):
+        if not path:
+            raise gr.Error("Select an image in the gallery first.")
+        return path, gr.Tabs(selected=ctx.targets[target_name][1])
+
+    def wire():
+        target = ctx.targets.get(target_name)
+        if target is not None and ctx.tabs is not None:
+            button.click(on_send, selected, [target[0], ctx.tabs], queue=False)
+        else:
+            button.click(lambda: gr.Warning(f"The {label} tab is not available in this studio."), None, None, queue=False)
+
+    ctx.deferred.append(wire)
+
+
 def raise_user_error(error: BaseException) -> None:
     """Known errors -> gr.Error with their sentence; a stop -> gr.Info-like error; others logged."""
     # Matched by name so that studio/ never imports the torch-side modules.

@@ -26,10 +26,12 @@ from studio.common import (
     editor_to_image_and_mask,
     is_blank,
     load_params,
-    params_markdown,
     raise_user_error,
     seed_value,
+    stop_event_for,
     stream_task,
+    wire_gallery,
+    wire_stop,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,16 +41,6 @@ CANVAS = (512, 640)  # (W, H) of the drawing canvas: the garment spec's 4:5 at 5
 COLOR_SOURCES = ["None", "Picker", "Swatch image"]
 MASK_MODES = ["Place logo", "Paint mask"]
 DETECTORS = ["lineart", "canny", "hed", "pidinet", "lineart_model"]
-
-_STOP_EVENTS: dict[str, threading.Event] = {}
-
-
-def stop_event_for(session: str) -> threading.Event:
-    event = _STOP_EVENTS.get(session)
-    if event is None:
-        event = _STOP_EVENTS[session] = threading.Event()
-    return event
-
 
 def load_yaml(name: str) -> dict:
     return yaml.safe_load((PRESETS / name).read_text()) or {}
@@ -325,20 +317,8 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
         [status, progress_bar, preview, gallery, last_seed], concurrency_id=GPU_QUEUE,
     )
 
-    def on_stop(request: gr.Request):
-        stop_event_for(request.session_hash).set()
-        return "Stopping after the current step…"
-
-    stop.click(on_stop, None, status, queue=False)
-
-    def on_select(evt: gr.SelectData):
-        path = evt.value["image"]["path"] if isinstance(evt.value, dict) else evt.value
-        try:
-            return path, params_markdown(load_params(path))
-        except gr.Error:
-            return path, "No parameters stored in this image."
-
-    gallery.select(on_select, None, [selected, details], queue=False)
+    wire_stop(stop, status)
+    wire_gallery(ctx, gallery, selected, details)
 
     def on_load(path):
         params = load_params(path.name if hasattr(path, "name") else path)

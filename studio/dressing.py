@@ -9,7 +9,6 @@ generating. Never imports torch: the service runs the ``dressing`` task with pla
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,12 @@ from studio.common import (
     Progress,
     StudioContext,
     check_user_id,
-    load_params,
-    params_markdown,
     raise_user_error,
     seed_value,
+    stop_event_for,
     stream_task,
+    wire_gallery,
+    wire_stop,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,6 @@ DEFAULT_NEGATIVE = (
 SLOT_DEFAULTS = ("upper", "lower", "hat", "shoes")
 POSE_SOURCES = ["None", "Preset", "Photo"]
 POSE_DIR = Path(__file__).resolve().parent.parent / "presets" / "poses"
-
-_STOP_EVENTS: dict[str, threading.Event] = {}
-
-
-def stop_event_for(session: str) -> threading.Event:
-    return _STOP_EVENTS.setdefault(session, threading.Event())
-
 
 def pose_presets() -> list[str]:
     return sorted(path.stem for path in POSE_DIR.glob("*.json"))
@@ -244,20 +237,8 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
     inputs = set(form.values()) | ({ctx.user_id} if ctx.user_id is not None else set())
     generate.click(on_generate, inputs, [status, progress_bar, preview, gallery], concurrency_id=GPU_QUEUE)
 
-    def on_stop(request: gr.Request):
-        stop_event_for(request.session_hash).set()
-        return "Stopping after the current step…"
-
-    stop.click(on_stop, None, status, queue=False)
-
-    def on_select(evt: gr.SelectData):
-        path = evt.value["image"]["path"] if isinstance(evt.value, dict) else evt.value
-        try:
-            return path, params_markdown(load_params(path))
-        except gr.Error:
-            return path, "No parameters stored in this image."
-
-    gallery.select(on_select, None, [selected, details], queue=False)
+    wire_stop(stop, status)
+    wire_gallery(ctx, gallery, selected, details)
 
     def on_send(path):
         if not path:

@@ -12,8 +12,6 @@ sent, on top of the recipe YAML (presets/training/*.yaml) shown under "Advanced"
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import re

@@ -12,9 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from studio.common import GPU_QUEUE, StudioContext, check_user_id, seed_value
+from studio.common import GPU_QUEUE, StudioContext, check_user_id, form_inputs, seed_value, wire_gallery, wire_send
 from studio.tryon import (
-    form_inputs,
     mask_section,
     output_section,
     parse_size,
@@ -23,9 +22,7 @@ from studio.tryon import (
     run_to_gallery,
     sampler_section,
     size_choices,
-    wire_gallery,
     wire_mask_tools,
-    wire_send,
     wire_stop_and_seed,
 )
 

@@ -9,7 +9,6 @@ use. Never imports torch: the service runs the ``tryon`` / ``tryon_mask`` / ``tr
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,16 @@ from PIL import Image
 
 from pipelines.images import load_image
 from studio.common import (
+    form_inputs,
+    stop_event_for,
+    wire_gallery,
+    wire_send,
+    wire_stop,
     GPU_QUEUE,
     Progress,
     StudioContext,
     check_user_id,
     editor_to_image_and_mask,
-    load_params,
-    params_markdown,
     raise_user_error,
     seed_value,
     stream_task,
@@ -38,13 +40,6 @@ VARIANTS = {"tryon_catvton": "CatVTON mix 1024 (best)", "tryon_catvton_512": "Ca
 MODES = ["CatVTON", "Garment model"]
 STANDARD_SIZES = ("1024x768", "512x384")
 MASK_COLOR = "#ff3070"
-
-_STOP_EVENTS: dict[str, threading.Event] = {}
-
-
-def stop_event_for(session: str) -> threading.Event:
-    return _STOP_EVENTS.setdefault(session, threading.Event())
-
 
 # ------------------------------------------------------------------------------------------ pure logic
 def photo_and_strokes(value: Any, name: str = "person") -> tuple[Image.Image | None, Image.Image | None]:
@@ -166,38 +161,6 @@ def run_to_gallery(ctx: StudioContext, task: str, params: dict[str, Any], reques
            out["last_seed"]: seeds[0]}
 
 
-def form_inputs(ctx: StudioContext, form: dict[str, Any]) -> set:
-    return set(form.values()) | ({ctx.user_id} if ctx.user_id is not None else set())
-
-
-def wire_gallery(ctx: StudioContext, gallery, selected, details) -> None:
-    def on_select(evt: gr.SelectData):
-        path = evt.value["image"]["path"] if isinstance(evt.value, dict) else evt.value
-        try:
-            return path, params_markdown(load_params(path))
-        except gr.Error:
-            return path, "No parameters stored in this image."
-
-    gallery.select(on_select, None, [selected, details], queue=False)
-
-
-def wire_send(ctx: StudioContext, button, selected, target_name: str, label: str) -> None:
-    """"Send selected to <tab>": deferred until every tab exists."""
-    def on_send(path):
-        if not path:
-            raise gr.Error("Select an image in the gallery first.")
-        return path, gr.Tabs(selected=ctx.targets[target_name][1])
-
-    def wire():
-        target = ctx.targets.get(target_name)
-        if target is not None and ctx.tabs is not None:
-            button.click(on_send, selected, [target[0], ctx.tabs], queue=False)
-        else:
-            button.click(lambda: gr.Warning(f"The {label} tab is not available in this studio."), None, None, queue=False)
-
-    ctx.deferred.append(wire)
-
-
 def wire_mask_tools(ctx: StudioContext, f: dict[str, Any], kind: str, prefix: str) -> None:
     """"Preview mask" and SAM clicks for a tab whose form has person/category/auto_mask/sam_* fields."""
     def on_preview(person_value, category, auto_mask, sam_mask):
@@ -302,11 +265,7 @@ def output_section(prefix: str, label: str) -> dict[str, Any]:
 
 
 def wire_stop_and_seed(out: dict[str, Any], random_button, reuse_button, seed) -> None:
-    def on_stop(request: gr.Request):
-        stop_event_for(request.session_hash).set()
-        return "Stopping after the current step…"
-
-    out["stop"].click(on_stop, None, out["status"], queue=False)
+    wire_stop(out["stop"], out["status"])
     random_button.click(lambda: -1, None, seed, queue=False)
     reuse_button.click(lambda last: last if last is not None else gr.update(), out["last_seed"], seed, queue=False)
 
