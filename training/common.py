@@ -230,7 +230,12 @@ class TrainerContext:
         self.run_id = run_id
         self.run_dir = Path(config.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(store_path) if (store_path and run_id) else None
+        # Multi-process runs (accelerate launch / torchrun set RANK): only rank 0 talks to the store and
+        # writes files; the flags it reads are shared with every rank in after_step.
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.is_main = self.rank == 0
+        self.store = JobStore(store_path) if (store_path and run_id and self.is_main) else None
         self.start_step = 0
         self.total_steps = config.max_train_steps
         self.status: str | None = None
@@ -314,6 +319,10 @@ class TrainerContext:
             return
         self.status = status
         self.exit_code = exit_code if exit_code is not None else (1 if status == "failed" else 0)
+        if not self.is_main:
+            if status == "failed":
+                logger.error("rank %d failed: %s", self.rank, error)
+            return
         result = {"status": status, "exit_code": self.exit_code, "error": error, "run_id": self.run_id,
                   "ended_at": time.time()}
         (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
@@ -356,8 +365,9 @@ class TrainerContext:
             "eta_s": round(seconds_per_step * max(0, self.total_steps - step), 2),
             "gpu_mem_mb": _gpu_memory_mb(), **extra,
         }
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        if self.is_main:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
         actions = StepActions(done=step >= self.total_steps)
         flags = {"stop": False, "save_now": False, "sample_now": False}
         if self.store is not None:
@@ -366,8 +376,9 @@ class TrainerContext:
             for flag in ("save_now", "sample_now"):
                 if flags[flag]:
                     self.store.clear_flag(self.run_id, flag)
+        flags = self._shared_flags({**flags, "signal": self._signal is not None})
         config = self.config
-        actions.stop = flags["stop"] or self._signal is not None
+        actions.stop = flags["stop"] or flags["signal"]
         actions.save = (
             flags["save_now"] or actions.stop or actions.done
             or (config.save_every > 0 and step % config.save_every == 0)
@@ -377,12 +388,30 @@ class TrainerContext:
             logger.info("step %d/%d loss %.5f lr %.3g eta %.0fs", step, self.total_steps, loss, lr, row["eta_s"])
         return actions
 
+    def _shared_flags(self, flags: dict[str, bool]) -> dict[str, bool]:
+        """Every rank must take the same decision at the same step (or DDP deadlocks): max-reduce the flags."""
+        if self.world_size <= 1:
+            return flags
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return flags
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        names = sorted(flags)
+        values = torch.tensor([float(flags[name]) for name in names], device=device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return {name: bool(value) for name, value in zip(names, values.tolist())}
+
     # files
     def save_checkpoint(
         self, step: int, tensors: Mapping[str, Any], optimizer_state: Mapping[str, Any] | None = None,
         extra_state: Mapping[str, Any] | None = None,
     ) -> Path:
         """``checkpoints/step-N`` with the trainable tensors, a JSON state (step, config) and optimizer state."""
+        self._last_saved_step = step
+        if not self.is_main:  # rank 0 holds the same (synchronised) weights and writes them
+            return self.run_dir / CHECKPOINTS_DIR / checkpoint_name(step)
         state = {"method": self.method, "run_id": self.run_id, "config": config_to_dict(self.config),
                  **(extra_state or {})}
         path = write_checkpoint(self.run_dir, step, tensors, state, optimizer_state)

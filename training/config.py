@@ -71,9 +71,19 @@ class TrainConfig:
     resume_from: str | None = _f(None, "checkpoint folder (checkpoints/step-N) or a run folder (its latest)")
     device: str = _f("auto", "compute device", choices=("auto", "cpu", "cuda"))
     dataloader_workers: int = _f(0, "DataLoader worker processes", (0, 64))
+    num_processes: int = _f(
+        1, "data-parallel processes, one per GPU (>1: the runner starts `accelerate launch --multi_gpu`)", (1, 64)
+    )
+
+    # Methods whose script shards data, syncs flags and writes only from rank 0 set this to True.
+    SUPPORTS_MULTI_PROCESS = False
 
     def validate(self) -> None:
         """Cross-field checks; subclasses extend (call super)."""
+        if self.num_processes > 1 and not self.SUPPORTS_MULTI_PROCESS:
+            raise ConfigError(
+                f"num_processes: {self.num_processes} -- this method trains in one process only; set it to 1"
+            )
         if self.resolution % 8:
             raise ConfigError(f"resolution: {self.resolution} is not a multiple of 8 (the VAE downsamples by 8)")
         if not self.pretrained_model:
@@ -94,6 +104,8 @@ class TrainConfig:
 @dataclass
 class GarmentFinetuneConfig(TrainConfig):
     """DreamBooth-inpaint garment fine-tune (seed 003): one garment's photos + cloth masks."""
+
+    SUPPORTS_MULTI_PROCESS = True
 
     pretrained_model: str = _f(
         "stable-diffusion-v1-5/stable-diffusion-inpainting",

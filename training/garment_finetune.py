@@ -239,6 +239,8 @@ def train(context: TrainerContext) -> None:
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
                         num_workers=config.dataloader_workers,
                         generator=torch.Generator().manual_seed(config.seed))
+    if accelerator.num_processes > 1:
+        loader = accelerator.prepare(loader)  # each process gets its own shard of every epoch
 
     # 3. models
     components = load_components(config)
@@ -340,7 +342,7 @@ def train(context: TrainerContext) -> None:
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate or use fp32")
         actions = context.after_step(step, loss_value, lr_scheduler.get_last_lr()[0])
-        if actions.sample:
+        if actions.sample and accelerator.is_main_process:
             write_samples(context, config, components, accelerator, unet, text_encoder, dataset, step)
         if actions.save:
             save(step)
@@ -351,8 +353,10 @@ def train(context: TrainerContext) -> None:
     # 7. export (also when a resumed run had nothing left to do)
     if context.last_saved_step != step and step > start_step:
         save(step)
-    export_final(context, config, components, accelerator.unwrap_model(unet),
-                 accelerator.unwrap_model(text_encoder), items, step)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export_final(context, config, components, accelerator.unwrap_model(unet),
+                     accelerator.unwrap_model(text_encoder), items, step)
 
 
 def training_loss(batch, config: GarmentFinetuneConfig, vae, unet, text_encoder, tokenizer, noise_scheduler,

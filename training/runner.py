@@ -109,6 +109,28 @@ def _is_our_trainer(pid: int | None, run_id: str) -> bool:
     return True
 
 
+def launch_command(python: str, module: str, config: dict[str, Any], arguments: list[str]) -> list[str]:
+    """The trainer's argument list: ``python -m <module>`` for one process; ``accelerate launch --multi_gpu``
+    for ``num_processes`` > 1 on GPUs (torch's own launcher with CPU processes when ``device: cpu``, which is
+    how the multi-process bookkeeping is tested on machines without GPUs)."""
+    processes = int(config.get("num_processes") or 1)
+    if processes <= 1:
+        return [python, "-m", module, *arguments]
+    if config.get("device") == "cpu":
+        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                "-m", module, *arguments]
+    return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--main_process_port", str(_free_port()), "-m", module, *arguments]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class RunManager:
     """Owns the queue and the trainer processes of one studio; safe to recreate after an app restart."""
 
@@ -185,10 +207,10 @@ class RunManager:
         if not self.store.transition(record.id, ("queued",), status="running", started_at=time.time(),
                                      exit_code=None, error=None):
             return False  # someone else started or cancelled it
-        command = [
-            self.python, "-m", self.methods[record.method].module, "--config", str(run_dir / CONFIG_FILE),
-            "--run-id", record.id, "--store", str(self.store_path.resolve()),
-        ]
+        command = launch_command(
+            self.python, self.methods[record.method].module, record.config or {},
+            ["--config", str(run_dir / CONFIG_FILE), "--run-id", record.id, "--store", str(self.store_path.resolve())],
+        )
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(self.repo_root)] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else [])
