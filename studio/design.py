@@ -31,6 +31,7 @@ from studio.common import (
     stop_event_for,
     stream_task,
     wire_gallery,
+    wire_send,
     wire_stop,
 )
 
@@ -334,21 +335,8 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
     load_button.click(on_load, params_file, [f[k] for k in ("prompt", "negative_prompt", "seed", "guidance_scale",
                                                             "sketch_scale", "color_scale", "steps")], queue=False)
 
-    def on_send(path):
-        if not path:
-            raise gr.Error("Select a design in the gallery first.")
-        target = ctx.targets.get("tryon_garment")
-        if target is None:
-            raise gr.Error("The try-on tab is not available in this studio.")
-        return path, gr.Tabs(selected=target[1])
-
-    if ctx.tabs is not None:
-        def wire_send():
-            target = ctx.targets.get("tryon_garment")
-            if target is not None:
-                send_tryon.click(on_send, selected, [target[0], ctx.tabs], queue=False)
-
-        ctx.deferred.append(wire_send)
+    wire_send(ctx, send_tryon, selected, "tryon_garment", "try-on")
+    ctx.targets["design_photo"] = (f["photo"], "design")  # "Photo -> sketch" input: other tabs can send here
 
     # ---- API endpoint for scripts (gradio_client): plain values in, saved PNG paths out
     with gr.Group(visible=False):

@@ -25,6 +25,7 @@ from studio.common import (
     stop_event_for,
     stream_task,
     wire_gallery,
+    wire_send,
     wire_stop,
 )
 
@@ -240,23 +241,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
     wire_stop(stop, status)
     wire_gallery(ctx, gallery, selected, details)
 
-    def on_send(path):
-        if not path:
-            raise gr.Error("Select an image in the gallery first.")
-        target = ctx.targets.get("tryon_person")
-        if target is None:
-            raise gr.Error("The try-on tab is not available in this studio.")
-        return path, gr.Tabs(selected=target[1])
-
-    if ctx.tabs is not None:
-        def wire_send():
-            target = ctx.targets.get("tryon_person")
-            if target is not None:
-                send_tryon.click(on_send, selected, [target[0], ctx.tabs], queue=False)
-            else:
-                send_tryon.click(lambda: gr.Warning("The try-on tab is not available in this studio."), None, None, queue=False)
-
-        ctx.deferred.append(wire_send)
+    wire_send(ctx, send_tryon, selected, "tryon_person", "try-on")
 
     def refresh_gallery(user_id):
         return ctx.outputs.list(user_id, "dressing")

@@ -72,6 +72,9 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
             random_button, reuse_button = sampler_section(f, defaults, "tryoff")
             out = output_section("tryoff", "Recovered garments")
             send_tryon = gr.Button("Send selected to try-on as the garment", elem_id="tryoff-send-tryon")
+            with gr.Row():
+                send_dressing = gr.Button("Send to dressing (garment slot 1)", elem_id="tryoff-send-dressing")
+                send_design = gr.Button("Send to design (photo → sketch)", elem_id="tryoff-send-design")
     ctx.targets["tryoff_person"] = (f["person"], "tryoff")
     wire_mask_tools(ctx, f, "tryoff", "tryoff")
     wire_stop_and_seed(out, random_button, reuse_button, f["seed"])
@@ -95,6 +98,8 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
     )
     wire_gallery(ctx, out["gallery"], out["selected"], out["details"])
     wire_send(ctx, send_tryon, out["selected"], "tryon_garment", "try-on")
+    wire_send(ctx, send_dressing, out["selected"], "dressing_garment", "dressing")
+    wire_send(ctx, send_design, out["selected"], "design_photo", "design")
 
     def refresh_gallery(user_id):
         return ctx.outputs.list(user_id, "tryoff")

@@ -33,6 +33,13 @@ def test_tryoff_tab_photo_to_garment(studio, page, tmp_path):
     time.sleep(0.5)
     screenshot(page, "tryoff")
 
+    # the recovered garment goes on to the dressing tab's first garment slot
+    page.locator("#tryoff-gallery img").first.click()
+    page.wait_for_function("() => document.querySelector('#tryoff-details') !== null", timeout=30_000)
+    time.sleep(1.0)
+    page.locator("#tryoff-send-dressing").click()
+    page.locator("#dressing-garment-0 img").first.wait_for(state="visible", timeout=30_000)
+
     files = list(studio["outputs"].root.glob("*/tryoff/*.png"))
     assert len(files) == 1, files
     params = read_png_params(files[0])
