@@ -19,6 +19,7 @@ TABS = [
     ("Try-on", "tryon", "studio.tryon", "build_tryon_tab"),
     ("Try-off", "tryoff", "studio.tryoff", "build_tryoff_tab"),
     ("Training", "training", "studio.training", "build_training_tab"),
+    ("Gallery", "gallery", "studio.gallery", "build_gallery_tab"),
     ("Settings", "settings", "studio.settings", "build_settings_tab"),
 ]
 
@@ -50,14 +51,19 @@ def build_ui(service: Any, outputs: OutputStore, runs: Any = None) -> gr.Blocks:
                         raise
                     logger.warning("tab %s is not available (%s)", label, error)
                     continue
-                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}"):
+                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab:
                     builders[tab_id] = getattr(module, builder)(ctx) or {}
+                parts = builders[tab_id]
+                if "gallery" in parts and "refresh_gallery" in parts:
+                    # opening a tab shows what the visitor made elsewhere meanwhile
+                    tab.select(parts["refresh_gallery"], user_id, parts["gallery"], queue=False)
         for wire in ctx.deferred:
             wire()
 
         def on_load(current: str):
             uid = current if current and USER_ID.match(str(current)) else new_user_id()
-            galleries = [ctx.outputs.list(uid, tab) for tab in gallery_tabs]
+            galleries = [builders[tab]["refresh_gallery"](uid) if "refresh_gallery" in builders[tab]
+                         else ctx.outputs.list(uid, tab) for tab in gallery_tabs]
             return [uid, *galleries]
 
         gallery_tabs = [tab for tab, parts in builders.items() if "gallery" in parts]

@@ -91,3 +91,32 @@ def test_design_tab_draw_colour_logo_generate(studio, page, tmp_path):
     params = read_png_params(files[0])
     assert params["has_sketch"] and params["has_color"] and params["has_logo"], params
     assert params["prompt"].startswith("a cotton shirt")
+
+
+
+def test_gallery_tab_lists_this_visitors_images_with_parameters(studio, page):
+    """Everything a visitor made shows in the Gallery tab; another visitor's images do not."""
+    from studio.common import new_user_id
+
+    page.goto(studio["url"])
+    page.wait_for_selector("#design-sketch canvas", timeout=60_000)
+    before = {p.parent.parent.name for p in studio["outputs"].root.glob("*/*/*.png")}
+    page.locator("#design-prompt textarea").fill("gallery check")
+    page.locator("#design-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#design-status').innerText.includes('Done')", timeout=90_000
+    )
+    mine = max(studio["outputs"].root.glob("*/design/*.png"), key=lambda p: p.stat().st_mtime)
+    uid = mine.parent.parent.name
+    assert uid not in before  # a fresh visitor got a fresh folder
+    result = studio["service"].run("garment", {"prompt": "someone else", "height": 80, "width": 64,
+                                               "num_inference_steps": 1})
+    studio["outputs"].save(new_user_id(), "design", result.images, result.params)
+
+    page.get_by_role("tab", name="Gallery").click()
+    page.locator("#gallery-all img").first.wait_for(timeout=30_000)
+    assert page.locator("#gallery-all img").count() == len(studio["outputs"].list(uid)) == 1
+    page.locator("#gallery-all img").first.click()
+    page.wait_for_function(
+        "() => document.querySelector('#gallery-details').innerText.includes('gallery check')", timeout=30_000
+    )
