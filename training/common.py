@@ -266,7 +266,7 @@ class TrainerContext:
         if not config.output_dir:
             config.output_dir = str(Path(args.config).resolve().parent)
         context = cls(config, method, args.run_id, args.store)
-        if not (context.run_dir / CONFIG_FILE).exists():
+        if context.is_main and not (context.run_dir / CONFIG_FILE).exists():
             save_config(config, context.run_dir / CONFIG_FILE)
         return context
 

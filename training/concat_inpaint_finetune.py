@@ -69,6 +69,8 @@ LAYOUTS = {"atelier": ("person", "garment", "mask"), "viton-hd": ("image", "clot
 class ConcatFinetuneConfig(TrainConfig):
     """CatVTON (try-on) / TryOffAnyone (try-off) fine-tune on (person, garment, mask) triplets."""
 
+    SUPPORTS_MULTI_PROCESS = True  # data-parallel: sharded loader, rank 0 writes samples/checkpoints/final
+
     mode: str = _f("tryon", "tryon: CatVTON layout, attn1 trained; tryoff: TryOffAnyone layout, whole blocks",
                    choices=MODES)
     pretrained_model: str = _f(
@@ -135,7 +137,8 @@ def make_accelerator(config: TrainConfig):
         raise ConfigError(f"mixed_precision: {config.mixed_precision!r} needs a CUDA GPU; set it to 'no' on CPU")
     accelerator = Accelerator(cpu=not cuda, mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
-    set_seed(config.seed)
+    # device_specific: each rank draws its own noise/timesteps (seed + rank; rank 0 = the 1-process run)
+    set_seed(config.seed, device_specific=True)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     return accelerator, weight_dtype
 
@@ -363,7 +366,8 @@ def training_loss(batch, config: ConcatFinetuneConfig, vae, unet, noise_schedule
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (target.shape[0],), device=device)
     noisy = noise_scheduler.add_noise(target, noise, timesteps)
     model_input = torch.cat([noisy, condition_mask, condition], dim=1)  # (B, 9, 2h, w)
-    context = torch.zeros((target.shape[0], 1, unet.config.cross_attention_dim), device=device, dtype=model_input.dtype)
+    context_dim = getattr(unet, "module", unet).config.cross_attention_dim  # ``unet`` is DDP-wrapped in multi-process runs
+    context = torch.zeros((target.shape[0], 1, context_dim), device=device, dtype=model_input.dtype)
     prediction = unet(model_input, timesteps, context).sample
     if noise_scheduler.config.prediction_type == "v_prediction":
         goal = noise_scheduler.get_velocity(target, noise, timesteps)
@@ -386,10 +390,13 @@ def train(context: TrainerContext) -> None:
     accelerator, weight_dtype = make_accelerator(config)
 
     # 2. data
-    triplets = load_triplets(config.dataset, config.min_image_size, context.run_dir / "dataset")
+    with accelerator.main_process_first():  # a zip is extracted once, by the main process
+        triplets = load_triplets(config.dataset, config.min_image_size, context.run_dir / "dataset")
     dataset = TripletDataset(triplets, config.height, config.width)
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, num_workers=config.dataloader_workers,
                         generator=torch.Generator().manual_seed(config.seed))
+    if accelerator.num_processes > 1:
+        loader = accelerator.prepare(loader)  # each process gets its own shard of every epoch
 
     # 3. models: frozen VAE; the UNet with cross-attention skipped and only the method's weights trainable
     components = load_components(config)
@@ -434,7 +441,8 @@ def train(context: TrainerContext) -> None:
     context.begin(start_step, config.max_train_steps)
     step = start_step
     batches = endless(loader)
-    dropout_generator = torch.Generator().manual_seed(config.seed + start_step)
+    # per rank (rank 0 = the 1-process run): each shard gets its own condition dropout
+    dropout_generator = torch.Generator().manual_seed(config.seed + start_step + 1_000_003 * accelerator.process_index)
     unet.train()
     while step < config.max_train_steps:
         loss_sum = 0.0
@@ -456,7 +464,7 @@ def train(context: TrainerContext) -> None:
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate or use fp32")
         actions = context.after_step(step, loss_value, lr_scheduler.get_last_lr()[0])
-        if actions.sample:
+        if actions.sample and accelerator.is_main_process:  # the flag is shared; rank 0 alone writes samples
             write_samples(context, config, accelerator.unwrap_model(unet), vae, noise_scheduler, dataset, step)
         if actions.save:
             save(step)
@@ -467,7 +475,9 @@ def train(context: TrainerContext) -> None:
     # 7. export (also when a resumed run had nothing left to do)
     if context.last_saved_step != step and step > start_step:
         save(step)
-    export_final(context, config, accelerator.unwrap_model(unet), step)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export_final(context, config, accelerator.unwrap_model(unet), step)
 
 
 # -- samples and export ---------------------------------------------------------------------------------

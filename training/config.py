@@ -264,6 +264,7 @@ class GarmentMethodConfig(TrainConfig):
     """Settings shared by the colour adapter, GAM and LEM trainers (GarmentBench data, 640x512 garments)."""
 
     garmentbench_task: typing.ClassVar[str] = ""  # which pair file the method reads (see training/garmentbench.py)
+    SUPPORTS_MULTI_PROCESS = True  # data-parallel: sharded loader, rank 0 writes (training/garmentbench.py)
 
     vae: str | None = _f(None, "separate VAE (hub id or folder, e.g. stabilityai/sd-vae-ft-mse); null = <model>/vae")
     resolution: int = _f(512, "not used by the garment methods: they train at height x width", (32, 4096))

@@ -46,7 +46,7 @@ from training.config import GamConfig
 from training.datasets import load_rgb
 from training.garmentbench import (
     GarmentRecord, check_unet, ddim_factory, endless, load_garmentbench, load_rgb_sized, load_sd_parts,
-    make_optimizer, noisy_latents, save_sample, setup_accelerator, train_loop,
+    export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
 )
 
 logger = logging.getLogger(__name__)
@@ -163,10 +163,12 @@ def train(context: TrainerContext) -> None:
     gam.install()
 
     # 3. data
-    records = load_garmentbench(config.dataset, "gam", extract_to=context.run_dir / "dataset")
+    with accelerator.main_process_first():  # a zip is extracted once, by the main process
+        records = load_garmentbench(config.dataset, "gam", extract_to=context.run_dir / "dataset")
     dataset = SketchDataset(records, config.width, config.height)
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
                         num_workers=config.dataloader_workers, generator=torch.Generator().manual_seed(config.seed))
+    loader = shard(accelerator, loader)  # num_processes > 1: each process trains on its own shard
 
     # 4. resume: weights before the optimizer sees them
     checkpoint, start_step = None, 0
@@ -214,9 +216,8 @@ def train(context: TrainerContext) -> None:
     gam.state.features = {}
     gam.recorded.clear()
 
-    # 7. export (also when a resumed run had nothing left to do)
-    if context.status is None:
-        export_final(context, config, accelerator.unwrap_model(model), step)
+    # 7. export on the main process once every rank is done (also when a resumed run had nothing left to do)
+    export_on_main(context, accelerator, export_final, context, config, accelerator.unwrap_model(model), step)
 
 
 # -- samples and export ---------------------------------------------------------------------------------

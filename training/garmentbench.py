@@ -218,7 +218,8 @@ def setup_accelerator(config, find_unused_parameters: bool = False):
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else None
     accelerator = Accelerator(cpu=not cuda, mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
-    set_seed(config.seed)
+    # device_specific: each rank draws its own noise/timesteps/dropout (seed + rank; rank 0 = the 1-process run)
+    set_seed(config.seed, device_specific=True)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     return accelerator, weight_dtype
 
@@ -287,6 +288,21 @@ def ddim_factory(noise_scheduler):
     return lambda: DDIMScheduler.from_config(config)
 
 
+def shard(accelerator, loader):
+    """Multi-process runs: each process gets its own shard of every epoch (a 1-process run keeps ``loader``)."""
+    return accelerator.prepare(loader) if accelerator.num_processes > 1 else loader
+
+
+def export_on_main(context, accelerator, export, *args) -> None:
+    """``export(*args)`` on the main process only, once every rank has finished training (skipped when the run
+    already ended, e.g. stopped)."""
+    if context.status is not None:
+        return
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export(*args)
+
+
 def endless(loader):
     """Batches forever (epochs back to back)."""
     while True:
@@ -307,7 +323,8 @@ def save_sample(context, image, index: int, step: int, params: dict[str, Any]) -
 def train_loop(context, config, accelerator, model, optimizer, lr_scheduler, parameters: list, batches,
                compute_loss, save, sample, start_step: int) -> int:
     """The optimizer-step loop the three trainers share; returns the last step. ``compute_loss(batch)`` returns the
-    micro-batch loss, ``save(step)`` writes a checkpoint, ``sample(step)`` writes sample images."""
+    micro-batch loss, ``save(step)`` writes a checkpoint (every rank calls it; only rank 0's context writes),
+    ``sample(step)`` writes sample images (main process only)."""
     import math
 
     context.begin(start_step, config.max_train_steps)
@@ -330,7 +347,7 @@ def train_loop(context, config, accelerator, model, optimizer, lr_scheduler, par
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate or use fp32")
         actions = context.after_step(step, loss_value, lr_scheduler.get_last_lr()[0])
-        if actions.sample:
+        if actions.sample and accelerator.is_main_process:  # the flag is shared; rank 0 alone writes samples
             sample(step)
         if actions.save:
             save(step)

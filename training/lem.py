@@ -43,7 +43,7 @@ from training.config import LemConfig
 from training.datasets import load_mask
 from training.garmentbench import (
     GarmentRecord, check_unet, ddim_factory, endless, load_garmentbench, load_rgb_sized, load_sd_parts,
-    make_optimizer, noisy_latents, save_sample, setup_accelerator, train_loop,
+    export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,10 +122,12 @@ def train(context: TrainerContext) -> None:
     latent_scale = 2 ** (len(vae.config.block_out_channels) - 1)
 
     # 3. data
-    records = load_garmentbench(config.dataset, "lem", extract_to=context.run_dir / "dataset")
+    with accelerator.main_process_first():  # a zip is extracted once, by the main process
+        records = load_garmentbench(config.dataset, "lem", extract_to=context.run_dir / "dataset")
     dataset = LogoDataset(records, config.width, config.height, latent_scale)
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
                         num_workers=config.dataloader_workers, generator=torch.Generator().manual_seed(config.seed))
+    loader = shard(accelerator, loader)  # num_processes > 1: each process trains on its own shard
 
     # 4. resume: weights before the optimizer sees them
     checkpoint, start_step = None, 0
@@ -175,9 +177,8 @@ def train(context: TrainerContext) -> None:
     step = train_loop(context, config, accelerator, model, optimizer, lr_scheduler, parameters, endless(loader),
                       compute_loss, save, sample, start_step)
 
-    # 7. export (also when a resumed run had nothing left to do)
-    if context.status is None:
-        export_final(context, config, accelerator.unwrap_model(model), step)
+    # 7. export on the main process once every rank is done (also when a resumed run had nothing left to do)
+    export_on_main(context, accelerator, export_final, context, config, accelerator.unwrap_model(model), step)
 
 
 # -- samples and export ---------------------------------------------------------------------------------
