@@ -113,43 +113,8 @@ def drop_leading(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return {(key[len(prefix):] if key.startswith(prefix) else key): value for key, value in state.items()}
 
 
-def load_strict(
-    module: torch.nn.Module,
-    state: Mapping[str, torch.Tensor],
-    source: str,
-    report: LoadReport | None = None,
-    target_prefix: str = "",
-) -> LoadReport:
-    """Copy ``state`` into ``module`` requiring an exact key and shape match.
-
-    Raises :class:`CheckpointError` naming missing, unexpected and mis-shaped keys.
-    """
-    report = report or LoadReport(source)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mis_shaped = [
-        f"{key} (file {tuple(state[key].shape)}, model {tuple(own[key].shape)})"
-        for key in sorted(set(own) & set(state))
-        if tuple(state[key].shape) != tuple(own[key].shape)
-    ]
-    problems = []
-    if mis_shaped:
-        problems.append("mis-shaped: " + _short_list(mis_shaped))
-    if missing:
-        problems.append("missing: " + _short_list(missing))
-    if unexpected:
-        problems.append("unexpected: " + _short_list(unexpected))
-    if problems:
-        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
-    module.load_state_dict({key: value.to(own[key].dtype) for key, value in state.items()}, strict=True)
-    report.loaded.extend(target_prefix + key for key in state)
-    report.num_parameters += sum(value.numel() for value in state.values())
-    return report
-
-
-def check_shapes(expected: Mapping[str, tuple], state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Validate a flat state dict against ``{key: shape}``; raise naming every problem kind."""
+def shape_problems(expected: Mapping[str, tuple], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Mis-shaped, missing and unexpected keys of ``state`` against ``{key: shape}``, as sentences."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mis_shaped = [
@@ -164,6 +129,34 @@ def check_shapes(expected: Mapping[str, tuple], state: Mapping[str, torch.Tensor
         problems.append("missing: " + _short_list(missing))
     if unexpected:
         problems.append("unexpected: " + _short_list(unexpected))
+    return problems
+
+
+def load_strict(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    report: LoadReport | None = None,
+    target_prefix: str = "",
+) -> LoadReport:
+    """Copy ``state`` into ``module`` requiring an exact key and shape match.
+
+    Raises :class:`CheckpointError` naming missing, unexpected and mis-shaped keys.
+    """
+    report = report or LoadReport(source)
+    own = module.state_dict()
+    problems = shape_problems({key: tuple(value.shape) for key, value in own.items()}, state)
+    if problems:
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict({key: value.to(own[key].dtype) for key, value in state.items()}, strict=True)
+    report.loaded.extend(target_prefix + key for key in state)
+    report.num_parameters += sum(value.numel() for value in state.values())
+    return report
+
+
+def check_shapes(expected: Mapping[str, tuple], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Validate a flat state dict against ``{key: shape}``; raise naming every problem kind."""
+    problems = shape_problems(expected, state)
     if problems:
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
 

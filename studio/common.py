@@ -192,6 +192,29 @@ def wire_send(ctx: "StudioContext", button, selected, target_name: str, label: s
     ctx.deferred.append(wire)
 
 
+def stream_progress(ctx: "StudioContext", task: str, params: dict[str, Any], request: gr.Request,
+                    status, progress_bar, preview):
+    """Run ``task`` for this browser session, yielding status/progress/preview updates; returns the TaskResult.
+
+    Use as ``result = yield from stream_progress(...)`` inside a Gradio generator handler.
+    """
+    stop = stop_event_for(request.session_hash if request else "")
+    stop.clear()
+    result = None
+    try:
+        for item in stream_task(ctx.service, task, params, stop):
+            if isinstance(item, Progress):
+                yield {status: item.text, progress_bar: item.fraction,
+                       **({preview: item.preview} if item.preview is not None else {})}
+            else:
+                result = item
+    except gr.Error:
+        raise
+    except Exception as error:  # noqa: BLE001 - turned into a designer-readable message
+        raise_user_error(error)
+    return result
+
+
 def raise_user_error(error: BaseException) -> None:
     """Known errors -> gr.Error with their sentence; a stop -> gr.Info-like error; others logged."""
     # Matched by name so that studio/ never imports the torch-side modules.

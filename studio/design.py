@@ -22,13 +22,13 @@ from studio.common import (
     Progress,
     StudioContext,
     check_user_id,
-    new_user_id,
     editor_to_image_and_mask,
     is_blank,
     load_params,
+    new_user_id,
     raise_user_error,
     seed_value,
-    stop_event_for,
+    stream_progress,
     stream_task,
     wire_gallery,
     wire_send,
@@ -289,20 +289,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
             raise gr.Error(str(error))
         for note in notes:
             gr.Info(note)
-        stop = stop_event_for(request.session_hash)
-        stop.clear()
-        result = None
-        try:
-            for item in stream_task(ctx.service, "garment", params, stop):
-                if isinstance(item, Progress):
-                    yield {status: item.text, progress_bar: item.fraction,
-                           **({preview: item.preview} if item.preview is not None else {})}
-                else:
-                    result = item
-        except gr.Error:
-            raise
-        except Exception as error:  # noqa: BLE001 - turned into a designer-readable message
-            raise_user_error(error)
+        result = yield from stream_progress(ctx, "garment", params, request, status, progress_bar, preview)
         ctx.outputs.save(user_id, "design", result.images, result.params)
         seeds = [p["seed"] for p in result.params]
         yield {

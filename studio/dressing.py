@@ -17,13 +17,11 @@ import gradio as gr
 from pipelines.images import load_image
 from studio.common import (
     GPU_QUEUE,
-    Progress,
     StudioContext,
     check_user_id,
     raise_user_error,
     seed_value,
-    stop_event_for,
-    stream_task,
+    stream_progress,
     wire_gallery,
     wire_send,
     wire_stop,
@@ -212,20 +210,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
             params = build_request(by_name, ctx.service.registry.defaults("dressing"))
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error))
-        stop_event = stop_event_for(request.session_hash)
-        stop_event.clear()
-        result = None
-        try:
-            for item in stream_task(ctx.service, "dressing", params, stop_event):
-                if isinstance(item, Progress):
-                    yield {status: item.text, progress_bar: item.fraction,
-                           **({preview: item.preview} if item.preview is not None else {})}
-                else:
-                    result = item
-        except gr.Error:
-            raise
-        except Exception as error:  # noqa: BLE001
-            raise_user_error(error)
+        result = yield from stream_progress(ctx, "dressing", params, request, status, progress_bar, preview)
         ctx.outputs.save(user_id, "dressing", result.images, result.params)
         seeds = [p["seed"] for p in result.params]
         yield {

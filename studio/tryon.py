@@ -17,19 +17,17 @@ from PIL import Image
 
 from pipelines.images import load_image
 from studio.common import (
-    form_inputs,
-    stop_event_for,
-    wire_gallery,
-    wire_send,
-    wire_stop,
     GPU_QUEUE,
-    Progress,
     StudioContext,
     check_user_id,
     editor_to_image_and_mask,
+    form_inputs,
     raise_user_error,
     seed_value,
-    stream_task,
+    stream_progress,
+    wire_gallery,
+    wire_send,
+    wire_stop,
 )
 
 logger = logging.getLogger(__name__)
@@ -138,20 +136,7 @@ def person_editor(elem_id: str, label: str) -> gr.ImageEditor:
 def run_to_gallery(ctx: StudioContext, task: str, params: dict[str, Any], request: gr.Request, user_id: str,
                    out: dict[str, Any], folder: str):
     """Stream a task into the tab's status/progress/preview, then save and show the results (a generator)."""
-    stop = stop_event_for(request.session_hash if request else "")
-    stop.clear()
-    result = None
-    try:
-        for item in stream_task(ctx.service, task, params, stop):
-            if isinstance(item, Progress):
-                yield {out["status"]: item.text, out["progress"]: item.fraction,
-                       **({out["preview"]: item.preview} if item.preview is not None else {})}
-            else:
-                result = item
-    except gr.Error:
-        raise
-    except Exception as error:  # noqa: BLE001 - turned into a designer-readable message
-        raise_user_error(error)
+    result = yield from stream_progress(ctx, task, params, request, out["status"], out["progress"], out["preview"])
     ctx.outputs.save(user_id, folder, result.images, result.params)
     seeds = [p["seed"] for p in result.params]
     note = result.extras.get("note") or ""
