@@ -136,12 +136,15 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents).sample
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    """Prompts -> (B, 77, D) last hidden states of the CLIP text encoder."""
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None) -> torch.Tensor:
+    """Prompts -> (B, 77, D) last hidden states of the CLIP text encoder.
+
+    ``device``: where the token ids go (default: the encoder's; pass it for a DDP-wrapped encoder).
+    """
     tokens = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
-    return text_encoder(tokens.input_ids.to(text_encoder.device))[0]
+    return text_encoder(tokens.input_ids.to(device if device is not None else text_encoder.device))[0]
 
 
 def check_size(name: str, height: int, width: int, multiple: int = 8, low: int = 64, high: int = 2048) -> None:

@@ -30,14 +30,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.attention import processor_names
+from pipelines.common import encode_prompts
 from pipelines.garment_checkpoints import ImageProjection, color_processors
 from training.common import (
-    MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
+    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    trainable_state,
 )
 from training.config import ColourAdapterConfig
 from training.datasets import load_rgb
 from training.garmentbench import (
-    GarmentRecord, check_unet, ddim_factory, endless, load_garmentbench, load_rgb_sized, load_sd_parts,
+    GarmentRecord, check_unet, ddim_factory, load_garmentbench, load_rgb_sized, load_sd_parts,
     export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
 )
 
@@ -197,7 +199,7 @@ def train(context: TrainerContext) -> None:
             keep = torch.tensor([0.0 if flag else 1.0 for flag in no_image], device=device, dtype=embeds.dtype)
             embeds = embeds * keep[:, None]
             captions = ["" if flag else caption for flag, caption in zip(no_text, batch["captions"])]
-            text = encode_text(tokenizer, text_encoder, captions, device)  # (B, 77, D)
+            text = encode_prompts(tokenizer, text_encoder, captions, device)  # (B, 77, D)
         _, timesteps, noisy, target = noisy_latents(latents.float(), noise_scheduler)
         prediction = model(noisy.to(weight_dtype), timesteps, text, embeds.float())
         return F.mse_loss(prediction.float(), target.float())
@@ -219,12 +221,6 @@ def train(context: TrainerContext) -> None:
 
     # 7. export on the main process once every rank is done (also when a resumed run had nothing left to do)
     export_on_main(context, accelerator, export_final, context, config, accelerator.unwrap_model(model), step)
-
-
-def encode_text(tokenizer, text_encoder, captions: list[str], device) -> torch.Tensor:
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
-    return text_encoder(ids)[0]  # (B, 77, D)
 
 
 # -- samples and export ---------------------------------------------------------------------------------

@@ -215,6 +215,12 @@ class StepActions:
     done: bool = False  # reached max_train_steps
 
 
+def endless(loader):
+    """Batches forever (epochs back to back)."""
+    while True:
+        yield from loader
+
+
 class TrainerContext:
     """Connects one trainer process to its run folder and (optionally) the job store.
 

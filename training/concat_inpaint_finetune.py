@@ -50,7 +50,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from training.common import (
-    MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
+    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    trainable_state,
 )
 from training.config import ConfigError, TrainConfig, _f
 from training.datasets import DatasetError, IMAGE_SUFFIXES, load_mask, load_rgb, prepare_dataset_dir
@@ -173,11 +174,6 @@ def load_model_part(loader, location: str, subfolder: str | None, key: str):
         from pipelines.checkpoints import ModelUnavailableError, offline_hint
 
         raise ModelUnavailableError(f"{key}: {offline_hint(location)} ({error})") from error
-
-
-def endless(loader: DataLoader):
-    while True:
-        yield from loader
 
 
 # -- data -----------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ from pipelines.dressing import GARMENT_CATEGORIES, MAX_GARMENTS, GarmentEncoderS
 from training.common import (
     MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
 )
-from training.concat_inpaint_finetune import endless, load_model_part, make_accelerator, make_optimizer
+from training.common import endless
+from training.concat_inpaint_finetune import load_model_part, make_accelerator, make_optimizer
 from training.config import ConfigError, TrainConfig, _f
 from training.datasets import DatasetError, IMAGE_SUFFIXES, load_mask, load_rgb, prepare_dataset_dir
 

@@ -37,15 +37,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.attention import ReferenceRecorder, ReferenceState, SkipAttnProcessor, processor_names, project_out, sdpa
+from pipelines.common import encode_prompts
 from pipelines.garment_checkpoints import mixed_processors
-from training.colour_adapter import encode_text
 from training.common import (
-    MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
+    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    trainable_state,
 )
 from training.config import GamConfig
 from training.datasets import load_rgb
 from training.garmentbench import (
-    GarmentRecord, check_unet, ddim_factory, endless, load_garmentbench, load_rgb_sized, load_sd_parts,
+    GarmentRecord, check_unet, ddim_factory, load_garmentbench, load_rgb_sized, load_sd_parts,
     export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
 )
 
@@ -195,7 +196,7 @@ def train(context: TrainerContext) -> None:
             # the sketch latent as at inference: the distribution mean
             sketch = vae.encode(batch["sketch_values"].to(device, weight_dtype)).latent_dist.mean * scaling
             captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
-            text = encode_text(tokenizer, text_encoder, captions, device)  # (B, 77, D)
+            text = encode_prompts(tokenizer, text_encoder, captions, device)  # (B, 77, D)
         _, timesteps, noisy, target = noisy_latents(latents.float(), noise_scheduler, config.noise_offset)
         prediction = model(noisy.to(weight_dtype), timesteps, text, sketch.float())
         return F.mse_loss(prediction.float(), target.float())

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
+from pipelines.common import encode_prompts
 from training.common import (
-    MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
+    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    trainable_state,
 )
 from training.config import ConfigError, GarmentFinetuneConfig
 from training.datasets import DatasetItem, load_dataset, load_mask, load_rgb
@@ -126,12 +128,6 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def endless(loader: DataLoader):
-    """Batches forever (epochs back to back)."""
-    while True:
-        yield from loader
-
-
 # -- models ---------------------------------------------------------------------------------------------
 def load_components(config: GarmentFinetuneConfig) -> dict[str, Any]:
     """tokenizer, text_encoder, vae, unet, noise_scheduler from a hub id or local folder (diffusers layout)."""
@@ -184,12 +180,6 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     if hasattr(model, "_hf_peft_config_loaded"):
         model._hf_peft_config_loaded = False
     return model
-
-
-def encode_prompts(tokenizer, text_encoder, captions: list[str], device: torch.device) -> torch.Tensor:
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
-    return text_encoder(ids)[0]  # (B, 77, D)
 
 
 def build_pipeline(components: dict[str, Any], unet, text_encoder):

@@ -303,12 +303,6 @@ def export_on_main(context, accelerator, export, *args) -> None:
         export(*args)
 
 
-def endless(loader):
-    """Batches forever (epochs back to back)."""
-    while True:
-        yield from loader
-
-
 def save_sample(context, image, index: int, step: int, params: dict[str, Any]) -> Path:
     """``samples/step-N-i.png`` with the sample's parameters in the PNG metadata."""
     from PIL.PngImagePlugin import PngInfo

@@ -37,12 +37,13 @@ from pipelines.attention import attn1_modules
 from pipelines.common import mask_to_tensor
 from pipelines.concat_inpaint import ATTN1_PROJECTIONS, skip_cross_attention
 from training.common import (
-    MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
+    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    trainable_state,
 )
 from training.config import LemConfig
 from training.datasets import load_mask
 from training.garmentbench import (
-    GarmentRecord, check_unet, ddim_factory, endless, load_garmentbench, load_rgb_sized, load_sd_parts,
+    GarmentRecord, check_unet, ddim_factory, load_garmentbench, load_rgb_sized, load_sd_parts,
     export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
 )
 
