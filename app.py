@@ -41,7 +41,7 @@ def choose_preset(name: str) -> str:
 
 def build(args: argparse.Namespace):
     from pipelines.service import StudioService
-    from studio.common import OutputStore
+    from studio.components import OutputStore
     from studio.ui import build_ui
 
     service = StudioService(choose_preset(args.preset), device=args.device, dtype=args.dtype,

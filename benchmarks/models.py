@@ -44,10 +44,10 @@ def garment_pipeline(size: str, device: str, dtype: torch.dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from pipelines.concat_inpaint import WeightSetSwitcher, attn1_set_from_named
-    from pipelines.garment import GarmentDesignPipeline
-    from pipelines.garment_checkpoints import ImageProjection, color_processors, mixed_processors
-    from pipelines.tiny import tiny_scheduler, tiny_tokenizer
+    from pipelines.core.concat_inpaint import WeightSetSwitcher, attn1_set_from_named
+    from pipelines.garment.pipeline import GarmentDesignPipeline
+    from pipelines.garment.checkpoints import ImageProjection, color_processors, mixed_processors
+    from pipelines.core.tiny import tiny_scheduler, tiny_tokenizer
 
     unet_cfg, vae_cfg, text_cfg, vision_cfg = configs(size)
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from benchmarks.models import garment_pipeline
-from pipelines.colors import swatch_from_hex
-from pipelines.garment import GarmentRequest
+from pipelines.preprocess.colors import swatch_from_hex
+from pipelines.types import GarmentRequest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

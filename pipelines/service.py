@@ -12,46 +12,37 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from PIL import Image
 
-from pipelines.checkpoints import CheckpointError, ModelUnavailableError
-from pipelines.common import GenerationCancelled, RunControl, StepInfo
-from pipelines.devices import empty_cache, is_out_of_memory, spaces_gpu
-from pipelines.presets import available_presets, load_preset
-from pipelines.registry import ModelRegistry, hub_reachable
+from pipelines.types import CheckpointError, ModelUnavailableError
+from pipelines.core.sampling import RunControl
+from pipelines.types import GenerationCancelled, StepInfo
+from pipelines.core.devices import empty_cache, is_out_of_memory, spaces_gpu
+from pipelines.core.presets import available_presets, load_preset
+from pipelines.core.registry import ModelRegistry, hub_reachable
+from pipelines.types import TaskResult, UserError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskResult:
-    images: list[Image.Image]
-    params: list[dict[str, Any]]  # one JSON-able dict per image (seed of that image included)
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. masks, skeletons, stage names
-
-
-class UserFacingError(Exception):
-    """An error whose message is written for a designer (shown as-is in the UI)."""
 
 
 # task name -> "module:function(registry, params: dict, control: RunControl) -> TaskResult"
 TASKS: dict[str, str] = {
     "garment": "pipelines.service:run_garment",
-    "dressing": "pipelines.dressing:run_task",
-    "dressing_pose": "pipelines.dressing:run_pose_task",
-    "tryon": "pipelines.tryon:run_task",
-    "tryon_mask": "pipelines.tryon:run_mask_task",
-    "tryon_sam": "pipelines.tryon:run_sam_task",
-    "tryoff": "pipelines.tryoff:run_task",
+    "dressing": "pipelines.dressing.pipeline:run_task",
+    "dressing_pose": "pipelines.dressing.pipeline:run_pose_task",
+    "tryon": "pipelines.tryon.pipeline:run_task",
+    "tryon_mask": "pipelines.tryon.pipeline:run_mask_task",
+    "tryon_sam": "pipelines.tryon.pipeline:run_sam_task",
+    "tryoff": "pipelines.tryoff.pipeline:run_task",
 }
 
 
 def run_garment(registry: ModelRegistry, params: dict[str, Any], control: RunControl) -> TaskResult:
-    from pipelines.garment import GarmentDesignPipeline, GarmentRequest
+    from pipelines.garment.pipeline import GarmentDesignPipeline
+    from pipelines.types import GarmentRequest
 
     request = GarmentRequest(**params)
     pipeline = GarmentDesignPipeline.from_registry(
@@ -136,9 +127,9 @@ class StudioService:
         stop_event: threading.Event | None = None,
         preview_every: int = 5,
     ) -> TaskResult:
-        """Run one task; raises :class:`UserFacingError` with a designer-readable message on known errors."""
+        """Run one task; raises :class:`UserError` with a designer-readable message on known errors."""
         if task not in TASKS:
-            raise UserFacingError(f"Unknown task {task!r}.")
+            raise UserError(f"Unknown task {task!r}.")
         module_name, func_name = TASKS[task].split(":")
         func = getattr(importlib.import_module(module_name), func_name)
         control = RunControl(callback=callback, stop_event=stop_event, preview_every=preview_every)
@@ -149,15 +140,15 @@ class StudioService:
             except GenerationCancelled:
                 raise
             except ModelUnavailableError as error:
-                raise UserFacingError(f"Model not available: {error}") from error
+                raise UserError(f"Model not available: {error}") from error
             except CheckpointError as error:
-                raise UserFacingError(f"Checkpoint problem: {error}") from error
+                raise UserError(f"Checkpoint problem: {error}") from error
             except (ValueError, TypeError) as error:
-                raise UserFacingError(str(error)) from error
+                raise UserError(str(error)) from error
             except RuntimeError as error:
                 if is_out_of_memory(error):
                     empty_cache()
-                    raise UserFacingError(
+                    raise UserError(
                         "Out of GPU memory. Lower the resolution or the number of images, or free models in "
                         "Settings (switch preset)."
                     ) from error
@@ -165,7 +156,7 @@ class StudioService:
 
     def sketch_from_photo(self, image: Image.Image, detector: str = "lineart") -> Image.Image:
         """Turn a photo into black-on-white line art with a controlnet-aux detector (no weights needed)."""
-        from pipelines.sketch import photo_to_sketch
+        from pipelines.preprocess.sketch import photo_to_sketch
 
         return photo_to_sketch(image, detector)
 

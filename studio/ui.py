@@ -8,19 +8,19 @@ from typing import Any
 
 import gradio as gr
 
-from studio.common import USER_ID, OutputStore, StudioContext, new_user_id
+from studio.components import USER_ID, OutputStore, StudioContext, new_user_id
 
 logger = logging.getLogger(__name__)
 
 # (tab label, tab id, module, builder). Order = order on the page.
 TABS = [
-    ("Design", "design", "studio.design", "build_design_tab"),
-    ("Dressing", "dressing", "studio.dressing", "build_dressing_tab"),
-    ("Try-on", "tryon", "studio.tryon", "build_tryon_tab"),
-    ("Try-off", "tryoff", "studio.tryoff", "build_tryoff_tab"),
-    ("Training", "training", "studio.training", "build_training_tab"),
-    ("Gallery", "gallery", "studio.gallery", "build_gallery_tab"),
-    ("Settings", "settings", "studio.settings", "build_settings_tab"),
+    ("Design", "design", "studio.tabs.design", "build_design_tab"),
+    ("Dressing", "dressing", "studio.tabs.dressing", "build_dressing_tab"),
+    ("Try-on", "tryon", "studio.tabs.tryon", "build_tryon_tab"),
+    ("Try-off", "tryoff", "studio.tabs.tryoff", "build_tryoff_tab"),
+    ("Training", "training", "studio.tabs.training", "build_training_tab"),
+    ("Gallery", "gallery", "studio.tabs.gallery", "build_gallery_tab"),
+    ("Settings", "settings", "studio.tabs.settings", "build_settings_tab"),
 ]
 
 CSS = """

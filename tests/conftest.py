@@ -18,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
     """A models folder whose ``tiny/`` holds every tiny model (what ModelRegistry(models_dir=...) expects)."""
-    from pipelines.tiny import build_tiny_model_set
+    from pipelines.core.tiny import build_tiny_model_set
 
     root = tmp_path_factory.mktemp("models")
     build_tiny_model_set(root / "tiny")
@@ -34,6 +34,6 @@ def tiny_models(models_dir):
 @pytest.fixture(scope="session")
 def tiny_registry(models_dir):
     """One shared tiny-preset registry for the session (models load lazily, once)."""
-    from pipelines.registry import ModelRegistry
+    from pipelines.core.registry import ModelRegistry
 
     return ModelRegistry("tiny", models_dir=models_dir, device="cpu")

@@ -3,13 +3,13 @@
 Trainable: ``image_proj`` (Linear(E, 4*D) + LayerNorm(D): the CLIP image embedding of the swatch -> 4 colour
 tokens appended after the 77 text tokens) and ``to_k_ip``/``to_v_ip`` (Linear(D, hidden, bias=False)) in a
 decoupled cross-attention on every ``attn2`` -- the processors the garment pipeline uses at inference
-(:class:`pipelines.attention.ImageTokenAttnProcessor`). Everything else is frozen. Condition dropout (5% colour,
+(:class:`pipelines.core.attention.ImageTokenAttnProcessor`). Everything else is frozen. Condition dropout (5% colour,
 5% text, 5% both) teaches the unconditional branch used by CFG: a dropped colour is a zero image embedding, as
 the pipeline's unconditional tokens are ``image_proj(zeros)``. Loss: MSE on eps. Data: ``color_pair.json``.
 
 Output (``final/``): ``color_adapter.safetensors`` in the official flat layout (``image_proj.*``,
 ``color_adapter.{i}.to_k_ip.weight`` with ``i`` = the attn2 index in ``unet.attn_processors``) -- loadable by
-:func:`pipelines.garment_checkpoints.load_color_adapter` -- plus ``atelier_model.json``. Checkpoint files use
+:func:`pipelines.garment.checkpoints.load_color_adapter` -- plus ``atelier_model.json``. Checkpoint files use
 the same key names.
 
 Run alone:  python -m training.colour_adapter --config cfg.yaml [--run-id ID --store DB]
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.attention import processor_names
-from pipelines.common import encode_prompts
-from pipelines.garment_checkpoints import ImageProjection, color_processors
+from pipelines.core.attention import processor_names
+from pipelines.core.sampling import encode_prompts
+from pipelines.garment.checkpoints import ImageProjection, color_processors
 from training.common import (
     MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
     trainable_state,
@@ -122,7 +122,8 @@ def load_image_encoder(config: ColourAdapterConfig):
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(config.image_encoder, **kwargs)
     except OSError as error:
-        from pipelines.checkpoints import ModelUnavailableError, offline_hint
+        from pipelines.core.checkpoints import offline_hint
+        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"image_encoder: {offline_hint(config.image_encoder)} ({error})") from error
     try:
@@ -229,7 +230,8 @@ def write_samples(context: TrainerContext, config: ColourAdapterConfig, parts: d
                   image_processor, adapter: ColourAdapter, accelerator, records: list[GarmentRecord],
                   step: int) -> list[Path]:
     """Generate with the garment pipeline (colour only) from the first record's swatch; fixed seeds."""
-    from pipelines.garment import GarmentDesignPipeline, GarmentRequest
+    from pipelines.garment.pipeline import GarmentDesignPipeline
+    from pipelines.types import GarmentRequest
 
     was_training = adapter.training
     adapter.eval()

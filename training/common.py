@@ -159,7 +159,7 @@ def write_checkpoint(
 
 def load_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint:
     """Read a checkpoint folder; pickled optimizer state only via ``torch.load(weights_only=True)``."""
-    from pipelines.checkpoints import read_state_dict
+    from pipelines.core.checkpoints import read_state_dict
 
     path = Path(path)
     state = json.loads((path / STATE_FILE).read_text())
@@ -184,7 +184,7 @@ def load_trainable_state(models: Mapping[str, Any], tensors: Mapping[str, Any], 
     """Copy checkpoint tensors into the trainable parameters; every trainable one must be present."""
     import torch
 
-    from pipelines.checkpoints import CheckpointError
+    from pipelines.types import CheckpointError
 
     expected = trainable_state(models)
     missing = sorted(set(expected) - set(tensors))

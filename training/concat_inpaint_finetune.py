@@ -171,7 +171,8 @@ def load_model_part(loader, location: str, subfolder: str | None, key: str):
     try:
         return loader.from_pretrained(location, **({"subfolder": subfolder} if subfolder else {}))
     except OSError as error:
-        from pipelines.checkpoints import ModelUnavailableError, offline_hint
+        from pipelines.core.checkpoints import offline_hint
+        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"{key}: {offline_hint(location)} ({error})") from error
 
@@ -261,7 +262,7 @@ class TripletDataset(Dataset):
         return len(self.triplets)
 
     def images(self, index: int) -> tuple[Image.Image, Image.Image, Image.Image]:
-        from pipelines.preprocess import fit_mask, fit_to_canvas, pad_garment
+        from pipelines.preprocess.framing import fit_mask, fit_to_canvas, pad_garment
 
         triplet = self.triplets[index]
         person, info = fit_to_canvas(load_rgb(triplet.person), self.width, self.height, "crop")
@@ -270,7 +271,7 @@ class TripletDataset(Dataset):
         return person, garment, mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from pipelines.common import image_to_tensor, mask_to_tensor
+        from pipelines.core.sampling import image_to_tensor, mask_to_tensor
 
         person, garment, mask = self.images(index)
         return {
@@ -284,11 +285,11 @@ class TripletDataset(Dataset):
 def trainable_names(unet, mode: str) -> list[str]:
     """Parameter names trained in ``mode``: attn1 projections (tryon) or whole transformer blocks minus attn2."""
     if mode == "tryon":
-        from pipelines.attention import attn1_modules
+        from pipelines.core.attention import attn1_modules
 
         prefixes = tuple(f"{name}." for name, _ in attn1_modules(unet))
         return [name for name, _ in unet.named_parameters() if name.startswith(prefixes)]
-    from pipelines.tryoff import tryoff_key_map
+    from pipelines.tryoff.pipeline import tryoff_key_map
 
     return [name for name in tryoff_key_map(unet).values() if ".attn2." not in name]
 
@@ -299,13 +300,13 @@ def apply_init_weights(unet, config: ConcatFinetuneConfig) -> None:
     path = Path(config.init_weights).expanduser()
     params = dict(unet.named_parameters())
     if config.mode == "tryon":
-        from pipelines.tryon import load_catvton
+        from pipelines.tryon.pipeline import load_catvton
 
         weight_set = load_catvton(path, unet)
         tensors = weight_set.tensors
     else:
-        from pipelines.checkpoints import drop_leading, read_state_dict
-        from pipelines.tryoff import load_tryoffanyone, tryoff_key_map
+        from pipelines.core.checkpoints import drop_leading, read_state_dict
+        from pipelines.tryoff.pipeline import load_tryoffanyone, tryoff_key_map
 
         load_tryoffanyone(path, unet)  # validates every key and shape (attn2 included)
         mapping = tryoff_key_map(unet)
@@ -378,7 +379,7 @@ def training_loss(batch, config: ConcatFinetuneConfig, vae, unet, noise_schedule
 # -- training -------------------------------------------------------------------------------------------
 def train(context: TrainerContext) -> None:
     """The whole fine-tune, top to bottom."""
-    from pipelines.concat_inpaint import skip_cross_attention
+    from pipelines.core.concat_inpaint import skip_cross_attention
 
     config: ConcatFinetuneConfig = context.config  # type: ignore[assignment]
 
@@ -484,9 +485,9 @@ def write_samples(context: TrainerContext, config: ConcatFinetuneConfig, unet, v
     from diffusers import DDIMScheduler
     from PIL.PngImagePlugin import PngInfo
 
-    from pipelines.common import generators, tensor_to_images, vae_decode
-    from pipelines.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
-    from pipelines.tryon import encode_latents
+    from pipelines.core.sampling import generators, tensor_to_images, vae_decode
+    from pipelines.core.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
+    from pipelines.tryon.pipeline import encode_latents
 
     was_training = unet.training
     unet.eval()
@@ -524,13 +525,13 @@ def official_state(unet, mode: str) -> dict[str, torch.Tensor]:
     """The UNet's trained weights under the official key names (CatVTON ``{8k}.*`` / TryOffAnyone ``{i}.{j}.*``)."""
     params = dict(unet.named_parameters())
     if mode == "tryon":
-        from pipelines.attention import attn1_modules
-        from pipelines.concat_inpaint import ATTN1_PROJECTIONS
+        from pipelines.core.attention import attn1_modules
+        from pipelines.core.concat_inpaint import ATTN1_PROJECTIONS
 
         keys = {f"{8 * k}.{proj}": f"{name}.{proj}"
                 for k, (name, _) in enumerate(attn1_modules(unet)) for proj in ATTN1_PROJECTIONS}
     else:
-        from pipelines.tryoff import tryoff_key_map
+        from pipelines.tryoff.pipeline import tryoff_key_map
 
         keys = tryoff_key_map(unet)
     return {key: params[name].detach().float().cpu().contiguous() for key, name in keys.items()}

@@ -190,11 +190,11 @@ def resolve_tiny_placeholder(data: Mapping[str, Any]) -> dict[str, Any]:
     building the tiny models there first if they are missing, so a tiny recipe also runs from the CLI."""
     if not any(isinstance(v, str) and TINY_PLACEHOLDER in v for v in data.values()):
         return dict(data)
-    from pipelines.presets import default_models_dir
+    from pipelines.core.presets import default_models_dir
 
     root = default_models_dir() / "tiny"
     if not (root / "tiny_layout.json").exists():
-        from pipelines.tiny import build_tiny_model_set
+        from pipelines.core.tiny import build_tiny_model_set
 
         build_tiny_model_set(root)
     return {k: v.replace(TINY_PLACEHOLDER, str(root)) if isinstance(v, str) else v for k, v in data.items()}

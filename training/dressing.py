@@ -30,7 +30,7 @@ Loss (``L = L_ldm + (loc_weight / m) L_loc + texture_weight L_texture``, m = gar
 Dataset (a folder or .zip; one sub-folder per sample)::
 
     <sample>/target.png                  the dressed person (png/jpg/jpeg/webp)
-    <sample>/garment_<k>_<category>.png  garment k = 0..N-1 (N <= 4), category in pipelines.dressing.GARMENT_CATEGORIES
+    <sample>/garment_<k>_<category>.png  garment k = 0..N-1 (N <= 4), category in pipelines.dressing.pipeline.GARMENT_CATEGORIES
     <sample>/mask_<k>.png                white = where garment k is in the target (the target's size)
     <sample>/prompt.txt                  optional caption (default: ``default_prompt``)
 
@@ -59,8 +59,9 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.attention import MixedAttnProcessor, PlainAttnProcessor, merge_heads, processor_names, project_out, split_heads
-from pipelines.dressing import GARMENT_CATEGORIES, MAX_GARMENTS, GarmentEncoderState, GarmentSelfAttnProcessor, fit_on_white
+from pipelines.core.attention import MixedAttnProcessor, PlainAttnProcessor, merge_heads, processor_names, project_out, split_heads
+from pipelines.dressing.pipeline import GarmentEncoderState, GarmentSelfAttnProcessor, fit_on_white
+from pipelines.types import GARMENT_CATEGORIES, MAX_GARMENTS
 from training.common import (
     MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
 )
@@ -264,8 +265,8 @@ class DressingDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         import cv2
 
-        from pipelines.common import image_to_tensor, mask_to_tensor
-        from pipelines.preprocess import fit_mask, fit_to_canvas
+        from pipelines.core.sampling import image_to_tensor, mask_to_tensor
+        from pipelines.preprocess.framing import fit_mask, fit_to_canvas
 
         config, sample = self.config, self.samples[index]
         width, height = config.width, config.height
@@ -400,8 +401,8 @@ def dressing_parts(config: DressingConfig, unet, image_encoder):
     """(garment UNet, Resampler, DA processors) from the IMAGDressing checkpoint or initialised from the base."""
     from diffusers import UNet2DConditionModel
 
-    from pipelines.dressing_checkpoints import dressing_processors, load_imagdressing
-    from pipelines.resampler import Resampler, ResamplerConfig
+    from pipelines.dressing.checkpoints import dressing_processors, load_imagdressing
+    from pipelines.dressing.resampler import Resampler, ResamplerConfig
 
     garment_unet = UNet2DConditionModel.from_config(unet.config)
     if config.init_checkpoint:
@@ -435,7 +436,7 @@ def load_perceptual(config: DressingConfig):
 def garment_inputs(batch, components, resampler, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """All garments of the batch (G = sum N_b): VAE latents (G, 4, h, w) (mean, as the pipeline) and Resampler
     tokens (G, 16, D) from CLIP ``hidden_states[-2]`` of the garments padded to squares."""
-    from pipelines.common import image_to_tensor
+    from pipelines.core.sampling import image_to_tensor
 
     garments = [g for row in batch["garments"] for g in row]
     vae, encoder = components["vae"], components["image_encoder"]
@@ -450,7 +451,7 @@ def garment_inputs(batch, components, resampler, device, dtype) -> tuple[torch.T
 def training_losses(batch, config: DressingConfig, parts: dict[str, Any], device, dtype,
                     generator: torch.Generator) -> dict[str, torch.Tensor]:
     """One forward: {"loss", "ldm", "loc", "hf", "perc"} (scalars)."""
-    from pipelines.common import encode_prompts
+    from pipelines.core.sampling import encode_prompts
 
     components, loras = parts["components"], parts["slot_loras"]
     vae, unet, noise_scheduler = components["vae"], components["unet"], components["noise_scheduler"]
@@ -574,7 +575,7 @@ class owner_tables:
 # -- training -------------------------------------------------------------------------------------------
 def train(context: TrainerContext) -> None:
     """The whole training, top to bottom."""
-    from pipelines.dressing_checkpoints import SlotLoRAs
+    from pipelines.dressing.checkpoints import SlotLoRAs
 
     config: DressingConfig = context.config  # type: ignore[assignment]
 
@@ -694,7 +695,7 @@ def build_pipeline(config: DressingConfig, parts: dict[str, Any], processors: di
     """The studio's DressingPipeline over the training modules (it swaps its own processors in and back)."""
     from diffusers import DDIMScheduler
 
-    from pipelines.dressing import DressingPipeline
+    from pipelines.dressing.pipeline import DressingPipeline
 
     components = parts["components"]
     scheduler_config = components["noise_scheduler"].config
@@ -713,7 +714,7 @@ def write_samples(context: TrainerContext, config: DressingConfig, parts: dict[s
     """Dress the first sample's garments with each sample prompt (fixed seeds); a PNG per prompt."""
     from PIL.PngImagePlugin import PngInfo
 
-    from pipelines.dressing import DressingRequest, Garment
+    from pipelines.types import DressingRequest, Garment
 
     sample = dataset.samples[0]
     pipeline = build_pipeline(config, parts, processors)
@@ -751,7 +752,7 @@ def export_final(context: TrainerContext, config: DressingConfig, parts: dict[st
                  processors: dict[str, MixedAttnProcessor], labels: list[str], step: int) -> Path:
     from safetensors.torch import save_file
 
-    from pipelines.dressing_checkpoints import save_slot_loras
+    from pipelines.dressing.checkpoints import save_slot_loras
 
     final = context.final_dir
     final.mkdir(parents=True, exist_ok=True)

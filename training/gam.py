@@ -6,17 +6,17 @@ exactly the inference wiring (see ``pipelines/garment.py``):
 
 - ``ref_unet`` runs at t=0 on the sketch latent (``latent_dist.mean``) with ``encoder_hidden_states=None``; every
   attn1 records its input hidden states, every attn2 returns its input (``h + norm2(h)``, not a true skip);
-- the main UNet denoises the garment latent with :class:`~pipelines.attention.MixedAttnProcessor` (alpha 1.0) on
+- the main UNet denoises the garment latent with :class:`~pipelines.core.attention.MixedAttnProcessor` (alpha 1.0) on
   every attn1, reading the recorded states of the same-named ref_unet layer.
 
-The recorder used here keeps the autograd graph (the inference :class:`~pipelines.attention.ReferenceRecorder`
+The recorder used here keeps the autograd graph (the inference :class:`~pipelines.core.attention.ReferenceRecorder`
 detaches): gradients reach ``ref_unet`` only through the recorded features. Text is dropped 10% of the time,
 noise offset 0.05, lr 1e-5 constant. Data: ``sketch_pair.json``.
 
 Output (``final/``): ``gam.safetensors`` in the official GAM key layout (``ref_unet.*``,
 ``adapter_modules.{i}.to_k_ref.weight``/``to_v_ref.weight`` with ``i`` = the attn1 index in
 ``unet.attn_processors``; no ``module`` wrapper, no unused ``unet.*`` copy) -- loadable by
-:func:`pipelines.garment_checkpoints.load_gam` -- plus ``atelier_model.json``. Checkpoints use the same keys.
+:func:`pipelines.garment.checkpoints.load_gam` -- plus ``atelier_model.json``. Checkpoints use the same keys.
 
 Run alone:  python -m training.gam --config cfg.yaml [--run-id ID --store DB]
 """
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.attention import ReferenceRecorder, ReferenceState, SkipAttnProcessor, processor_names, project_out, sdpa
-from pipelines.common import encode_prompts
-from pipelines.garment_checkpoints import mixed_processors
+from pipelines.core.attention import ReferenceRecorder, ReferenceState, SkipAttnProcessor, processor_names, project_out, sdpa
+from pipelines.core.sampling import encode_prompts
+from pipelines.garment.checkpoints import mixed_processors
 from training.common import (
     MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
     trainable_state,
@@ -226,7 +226,8 @@ def train(context: TrainerContext) -> None:
 def write_samples(context: TrainerContext, config: GamConfig, parts: dict[str, Any], gam: GarmentAppearanceModel,
                   accelerator, records: list[GarmentRecord], step: int) -> list[Path]:
     """Generate with the garment pipeline (sketch only) from the first record's sketch; fixed seeds."""
-    from pipelines.garment import GarmentDesignPipeline, GarmentRequest
+    from pipelines.garment.pipeline import GarmentDesignPipeline
+    from pipelines.types import GarmentRequest
 
     was_training = gam.training
     gam.eval()

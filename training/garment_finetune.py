@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.common import encode_prompts
+from pipelines.core.sampling import encode_prompts
 from training.common import (
     MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
     trainable_state,
@@ -144,7 +144,8 @@ def load_components(config: GarmentFinetuneConfig) -> dict[str, Any]:
             "noise_scheduler": DDPMScheduler.from_pretrained(location, subfolder="scheduler"),
         }
     except OSError as error:
-        from pipelines.checkpoints import ModelUnavailableError, offline_hint
+        from pipelines.core.checkpoints import offline_hint
+        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"pretrained_model: {offline_hint(location)} ({error})") from error
     in_channels = components["unet"].config.in_channels

@@ -186,7 +186,7 @@ def make_tiny_garmentbench(root: str | Path, n: int = 4, width: int = 64, height
 # -- shared by the three trainers (torch imported lazily) -----------------------------------------------
 def load_rgb_sized(path: Path, width: int, height: int):
     """RGB (RGBA on white) resized to (width, height) -> (3, H, W) tensor in [-1, 1]."""
-    from pipelines.common import image_to_tensor
+    from pipelines.core.sampling import image_to_tensor
     from training.datasets import load_rgb
 
     return image_to_tensor(load_rgb(path), width, height)[0]
@@ -194,7 +194,7 @@ def load_rgb_sized(path: Path, width: int, height: int):
 
 def load_mask_sized(path: Path, width: int, height: int):
     """Binary mask (white = 1) resized with nearest -> (1, H, W) tensor."""
-    from pipelines.common import mask_to_tensor
+    from pipelines.core.sampling import mask_to_tensor
     from training.datasets import load_mask
 
     return mask_to_tensor(load_mask(path), width, height)[0]
@@ -241,7 +241,8 @@ def load_sd_parts(config, text: bool = True) -> dict[str, Any]:
             parts["tokenizer"] = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer")
             parts["text_encoder"] = CLIPTextModel.from_pretrained(location, subfolder="text_encoder")
     except OSError as error:
-        from pipelines.checkpoints import ModelUnavailableError, offline_hint
+        from pipelines.core.checkpoints import offline_hint
+        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"pretrained_model/vae: {offline_hint(config.vae or location)} ({error})") from error
     return parts

@@ -1,8 +1,8 @@
 """IMAGGarment-1 LEM (local enhancement model): teach the 9-channel inpainting UNet to place a logo.
 
 Trainable: ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of every ``attn1`` of the inpainting UNet; every ``attn2``
-returns its input (:class:`~pipelines.attention.SkipAttnProcessor`, no text), everything else is frozen. The
-canvas is built exactly as :func:`pipelines.concat_inpaint.concat_inpaint_denoise` builds it at inference::
+returns its input (:class:`~pipelines.core.attention.SkipAttnProcessor`, no text), everything else is frozen. The
+canvas is built exactly as :func:`pipelines.core.concat_inpaint.concat_inpaint_denoise` builds it at inference::
 
     top    = cloth latent * (mask_latent < 0.5)         # latent-masked, as the GAM latent is at inference
     X      = concat([top, logo latent], dim=H)           # (B, 4, 2h, w); logo latent zeroed 10% of the time
@@ -16,7 +16,7 @@ garment latent masked in latent space, mask nearest-downsampled exactly like the
 recommendation. The logo latent is the VAE mean (as inference uses). Data: ``logo_pair.json``.
 
 Output (``final/``): ``lem.safetensors`` with ``unet.<attn1 parameter name>`` keys (the layout
-:func:`pipelines.garment_checkpoints.load_lem` loads by name) + ``atelier_model.json``. Checkpoints use the same keys.
+:func:`pipelines.garment.checkpoints.load_lem` loads by name) + ``atelier_model.json``. Checkpoints use the same keys.
 
 Run alone:  python -m training.lem --config cfg.yaml [--run-id ID --store DB]
 """
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.attention import attn1_modules
-from pipelines.common import mask_to_tensor
-from pipelines.concat_inpaint import ATTN1_PROJECTIONS, skip_cross_attention
+from pipelines.core.attention import attn1_modules
+from pipelines.core.sampling import mask_to_tensor
+from pipelines.core.concat_inpaint import ATTN1_PROJECTIONS, skip_cross_attention
 from training.common import (
     MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
     trainable_state,
@@ -187,8 +187,8 @@ def train(context: TrainerContext) -> None:
 def write_samples(context: TrainerContext, config: LemConfig, parts: dict[str, Any], unet, accelerator,
                   dataset: LogoDataset, step: int) -> list[Path]:
     """Place the first record's logo on its own garment with the inference sampler; fixed seed."""
-    from pipelines.common import generators, tensor_to_images, vae_decode, vae_encode
-    from pipelines.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
+    from pipelines.core.sampling import generators, tensor_to_images, vae_decode, vae_encode
+    from pipelines.core.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
 
     vae = parts["vae"]
     was_training = unet.training

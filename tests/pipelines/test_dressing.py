@@ -9,18 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.common import GenerationCancelled, RunControl
-from pipelines.dressing import (
-    MAX_GARMENTS,
-    DressingPipeline,
-    DressingRequest,
-    Garment,
-    fit_on_white,
-    guidance_weights,
-    main,
-)
-from pipelines.dressing_checkpoints import SlotLoRAs
-from pipelines.registry import ModelRegistry
+from pipelines.core.sampling import RunControl
+from pipelines.types import GenerationCancelled
+from pipelines.dressing.pipeline import DressingPipeline, fit_on_white, guidance_weights, main
+from pipelines.types import DressingRequest, Garment, MAX_GARMENTS
+from pipelines.dressing.checkpoints import SlotLoRAs
+from pipelines.core.registry import ModelRegistry
 
 STEPS = 2
 SIZE = dict(height=80, width=64)
@@ -132,7 +126,7 @@ def run_without(pipeline, garments) -> np.ndarray:
 
 
 def test_pose_controlnet_changes_output(pipeline):
-    from pipelines.pose import draw_openpose, load_pose_preset
+    from pipelines.preprocess.pose import draw_openpose, load_pose_preset
 
     # The tiny ControlNet comes with zero-initialised convolutions (as a fresh ControlNet): give them
     # weights as training would, so the pose has an effect to observe.
@@ -230,8 +224,8 @@ def test_fit_on_white_keeps_aspect():
 
 
 def test_cli_with_pose_preset_and_lora(models_dir, tmp_path, registry):
-    from pipelines.lora_plugins import write_tiny_kohya_lora
-    from pipelines.images import read_png_params
+    from pipelines.core.lora import write_tiny_kohya_lora
+    from pipelines.preprocess.images import read_png_params
 
     for index, garment in enumerate(GARMENTS[:2]):
         garment.image.save(tmp_path / f"g{index}.png")

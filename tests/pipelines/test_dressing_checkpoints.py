@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.attention import processor_names
-from pipelines.checkpoints import CheckpointError
-from pipelines.common import encode_prompts
-from pipelines.dressing_checkpoints import (
+from pipelines.core.attention import processor_names
+from pipelines.types import CheckpointError
+from pipelines.core.sampling import encode_prompts
+from pipelines.dressing.checkpoints import (
     SlotLoRAs,
     load_imagdressing,
     load_slot_loras,
     save_slot_loras,
     write_tiny_imagdressing,
 )
-from pipelines.lora_plugins import LoraPlugins, LoraSpec, write_tiny_kohya_lora
-from pipelines.resampler import Resampler, ResamplerConfig
-from pipelines.tiny import tiny_unet
+from pipelines.core.lora import LoraPlugins, write_tiny_kohya_lora
+from pipelines.types import LoraSpec
+from pipelines.dressing.resampler import Resampler, ResamplerConfig
+from pipelines.core.tiny import tiny_unet
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -205,7 +206,7 @@ def test_full_size_sd15_indexing():
     """The real SD1.5 UNet: 32 processors, the 16 attn1 at even indices, K'/V' widths 320/640/1280."""
     from diffusers import UNet2DConditionModel
 
-    from pipelines.dressing_checkpoints import dressing_processors
+    from pipelines.dressing.checkpoints import dressing_processors
 
     unet = UNet2DConditionModel(cross_attention_dim=768)  # the library defaults are SD1.5's geometry
     names = processor_names(unet)

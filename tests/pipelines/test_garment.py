@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipelines.colors import swatch_from_hex
-from pipelines.common import GenerationCancelled, RunControl
-from pipelines.garment import GarmentDesignPipeline, GarmentRequest
+from pipelines.preprocess.colors import swatch_from_hex
+from pipelines.core.sampling import RunControl
+from pipelines.types import GenerationCancelled
+from pipelines.garment.pipeline import GarmentDesignPipeline
+from pipelines.types import GarmentRequest
 
 H, W = 80, 64
 

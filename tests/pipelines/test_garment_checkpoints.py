@@ -8,9 +8,10 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from pipelines.attention import attn1_modules, processor_names
-from pipelines.checkpoints import CheckpointError, flatten
-from pipelines.garment_checkpoints import (
+from pipelines.core.attention import attn1_modules, processor_names
+from pipelines.core.checkpoints import flatten
+from pipelines.types import CheckpointError
+from pipelines.garment.checkpoints import (
     load_color_adapter,
     load_gam,
     load_lem,
@@ -18,7 +19,7 @@ from pipelines.garment_checkpoints import (
     write_tiny_gam_checkpoint,
     write_tiny_lem_checkpoint,
 )
-from pipelines.tiny import IMAGE_EMBED_DIM, tiny_unet
+from pipelines.core.tiny import IMAGE_EMBED_DIM, tiny_unet
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from pipelines.images import read_png_params
+from pipelines.preprocess.images import read_png_params
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.garment", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "pipelines.garment.pipeline", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
     )
 

@@ -7,8 +7,8 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from benchmarks.models import SD15_UNET
-from pipelines.attention import processor_names
-from pipelines.garment_checkpoints import color_processors, mixed_processors
+from pipelines.core.attention import processor_names
+from pipelines.garment.checkpoints import color_processors, mixed_processors
 
 # From the spec: attn1 processor index -> hidden size of the GAM's to_k_ref/to_v_ref.
 SPEC_GAM_SIZES = {0: 320, 2: 320, 4: 640, 6: 640, 8: 1280, 10: 1280, 12: 1280, 14: 1280, 16: 1280,
@@ -43,7 +43,7 @@ def test_colour_adapter_indices_match_ip_adapter_sd15(sd15_unet):
 def test_full_size_gam_forward_on_cpu():
     """One full-size mixed-attention UNet forward at a 64x64 latent (slow: ~10-30 s on CPU)."""
     from benchmarks.models import garment_pipeline
-    from pipelines.garment import GarmentRequest
+    from pipelines.types import GarmentRequest
 
     pipe = garment_pipeline("full", "cpu", torch.float32)
     from PIL import Image

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.images import check_image, load_image, load_mask, read_png_params, save_png_with_params
+from pipelines.preprocess.images import check_image, load_image, load_mask, read_png_params, save_png_with_params
 
 
 def test_rgba_is_composited_on_white(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.checkpoints import CheckpointError
-from pipelines.masks import (
+from pipelines.types import CheckpointError
+from pipelines.preprocess.masks import (
     CATEGORIES,
     AutoMasker,
     BodyParse,
@@ -198,7 +198,7 @@ def test_sam_loads_official_pth_layout_with_weights_only(tmp_path):
 
 
 def test_sam_wrong_type_and_missing_file(tmp_path):
-    from pipelines.checkpoints import ModelUnavailableError
+    from pipelines.types import ModelUnavailableError
 
     with pytest.raises(ModelUnavailableError, match="sam_vit_b_01ec64.pth"):
         SamRefiner(tmp_path / "missing.pth").set_image(Image.new("RGB", (40, 40)))
@@ -206,7 +206,7 @@ def test_sam_wrong_type_and_missing_file(tmp_path):
         SamRefiner(tmp_path / "x.pth", model_type="vit_z")
     bad = tmp_path / "bad.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, bad)
-    from pipelines.masks import load_sam
+    from pipelines.preprocess.masks import load_sam
 
     with pytest.raises(CheckpointError, match="bad.pth is a vit_b checkpoint, not tiny"):
         load_sam(bad, model_type="tiny")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.pose import (
+from pipelines.preprocess.pose import (
     OPENPOSE_COLORS,
     OPENPOSE_NAMES,
     PoseEstimator,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.preprocess import compute_fit, fit_mask, fit_to_canvas, mask_to_original, pad_garment, paste_back
+from pipelines.preprocess.framing import compute_fit, fit_mask, fit_to_canvas, mask_to_original, pad_garment, paste_back
 
 
 def _photo(width: int, height: int, seed: int = 0) -> Image.Image:

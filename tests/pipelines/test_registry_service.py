@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from pipelines.common import GenerationCancelled
-from pipelines.presets import load_preset
-from pipelines.registry import ModelRegistry
-from pipelines.service import StudioService, UserFacingError
+from pipelines.types import GenerationCancelled
+from pipelines.core.presets import load_preset
+from pipelines.core.registry import ModelRegistry
+from pipelines.service import StudioService
+from pipelines.types import UserError
 
 
 def test_registry_loads_nothing_until_asked(models_dir):
@@ -40,16 +41,16 @@ def test_unreachable_preset_is_explained_and_never_hangs(models_dir):
     problem = service.preset_problems()
     assert "Hub cannot be reached" in problem and "tiny" in problem
     start = time.perf_counter()
-    with pytest.raises(UserFacingError, match="Model not available.*tiny"):
+    with pytest.raises(UserError, match="Model not available.*tiny"):
         service.run("garment", {"prompt": "x", "height": 64, "width": 64, "num_inference_steps": 1})
     assert time.perf_counter() - start < 30
 
 
 def test_service_turns_bad_input_into_a_sentence(models_dir):
     service = StudioService("tiny", models_dir=models_dir, device="cpu")
-    with pytest.raises(UserFacingError, match="height=70"):
+    with pytest.raises(UserError, match="height=70"):
         service.run("garment", {"prompt": "x", "height": 70, "width": 64})
-    with pytest.raises(UserFacingError, match="Unknown task"):
+    with pytest.raises(UserError, match="Unknown task"):
         service.run("nope", {})
 
 
@@ -74,7 +75,7 @@ def test_use_checkpoint_swaps_in_new_weights(models_dir, tmp_path):
     import numpy as np
     import torch
 
-    from pipelines.colors import swatch_from_hex
+    from pipelines.preprocess.colors import swatch_from_hex
 
     service = StudioService("tiny", models_dir=models_dir, device="cpu")
     params = {"prompt": "x", "color": swatch_from_hex("#ff0000"), "height": 80, "width": 64, "num_inference_steps": 2}

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from pipelines.sketch import photo_to_sketch
+from pipelines.preprocess.sketch import photo_to_sketch
 
 
 @pytest.mark.parametrize("detector", ["lineart", "canny"])

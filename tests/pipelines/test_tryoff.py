@@ -9,16 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.checkpoints import CheckpointError
-from pipelines.tryoff import (
-    TryOffAnyonePipeline,
-    TryOffRequest,
-    load_tryoffanyone,
-    main,
-    transformer_groups,
-    whiten_background,
-    write_tiny_tryoffanyone,
-)
+from pipelines.types import CheckpointError
+from pipelines.tryoff.pipeline import TryOffAnyonePipeline, load_tryoffanyone, main, transformer_groups, whiten_background, write_tiny_tryoffanyone
+from pipelines.types import TryOffRequest
 from tests.pipelines.test_tryon import box_mask, fresh_registry, noise_image
 
 
@@ -124,7 +117,7 @@ def test_whiten_background_keeps_light_garment_parts():
 
 
 def test_cli_tryoff(models_dir, person, tmp_path):
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     person.save(tmp_path / "worn.png")
     box_mask(person.size, (30, 60, 100, 130)).save(tmp_path / "mask.png")

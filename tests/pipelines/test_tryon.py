@@ -12,10 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.checkpoints import CheckpointError
-from pipelines.common import GenerationCancelled, RunControl
-from pipelines.registry import ModelRegistry
-from pipelines.tryon import CatVTONPipeline, TryOnRequest, load_catvton, main, write_tiny_catvton
+from pipelines.types import CheckpointError
+from pipelines.core.sampling import RunControl
+from pipelines.types import GenerationCancelled
+from pipelines.core.registry import ModelRegistry
+from pipelines.tryon.pipeline import CatVTONPipeline, load_catvton, main, write_tiny_catvton
+from pipelines.types import TryOnRequest
 
 STEPS = 3
 
@@ -104,7 +106,7 @@ def test_progress_and_stop(pipeline, person):
 
 
 def test_auto_mask_and_painted_override(registry, person):
-    from pipelines.masks import AutoMasker
+    from pipelines.preprocess.masks import AutoMasker
 
     # SegFormer off: the offline mediapipe fallback finds the astronaut and builds an upper-body mask.
     masked = CatVTONPipeline.from_registry(registry, masker=AutoMasker(None))
@@ -175,8 +177,8 @@ def test_full_size_layouts_match_official_counts():
     TryOffAnyone keys run down (0-2), MID (3), up (4-6)."""
     from diffusers import UNet2DConditionModel
 
-    from pipelines.attention import attn1_modules
-    from pipelines.tryoff import tryoff_key_map
+    from pipelines.core.attention import attn1_modules
+    from pipelines.tryoff.pipeline import tryoff_key_map
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(in_channels=9, cross_attention_dim=768)
@@ -188,7 +190,7 @@ def test_full_size_layouts_match_official_counts():
 
 
 def test_cli_folder_of_people(models_dir, person, tmp_path):
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     people, masks = tmp_path / "people", tmp_path / "masks"
     people.mkdir(), masks.mkdir()
@@ -213,7 +215,7 @@ def test_cli_folder_of_people(models_dir, person, tmp_path):
 
 
 def test_garment_model_tryon(tiny_models, registry, person, tmp_path):
-    from pipelines.garment_models import GarmentModelTryOnPipeline, list_garment_models
+    from pipelines.tryon.garment_model import GarmentModelTryOnPipeline, list_garment_models
 
     final = tmp_path / "runs" / "red-shirt" / "final"
     shutil.copytree(tiny_models / "inpaint", final)

@@ -7,9 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.garment import GarmentDesignPipeline, GarmentRequest, inpaint_switcher
-from pipelines.tryoff import TryOffAnyonePipeline, TryOffRequest
-from pipelines.tryon import CatVTONPipeline, TryOnRequest
+from pipelines.garment.pipeline import GarmentDesignPipeline, inpaint_switcher
+from pipelines.types import GarmentRequest
+from pipelines.tryoff.pipeline import TryOffAnyonePipeline
+from pipelines.types import TryOffRequest
+from pipelines.tryon.pipeline import CatVTONPipeline
+from pipelines.types import TryOnRequest
 from tests.pipelines.test_tryon import box_mask, fresh_registry, noise_image
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from studio.common import editor_to_image_and_mask, is_blank
-from studio.design import CANVAS, build_request, logo_box, placement_mask, placement_preview
+from studio.components import editor_to_image_and_mask, is_blank
+from studio.tabs.design import CANVAS, build_request, logo_box, placement_mask, placement_preview
 
 DEFAULTS = {"height": 80, "width": 64}
 
@@ -108,7 +108,7 @@ def test_api_design_through_gradio_client(studio, tmp_path):
         api_name="/design",
     )
     assert len(result) == 2
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     saved = sorted(studio["outputs"].root.glob("*/design/*_11.png"))
     assert saved, "the API call saved its images under the outputs folder"

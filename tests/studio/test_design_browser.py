@@ -82,7 +82,7 @@ def test_design_tab_draw_colour_logo_generate(studio, page, tmp_path):
     page.locator("#tryon-garment img").first.wait_for(state="visible", timeout=30_000)
 
     # the saved PNGs carry their parameters, including that a sketch, colour and logo were used
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     files = [p for p in studio["outputs"].root.glob("*/design/*.png")
              if read_png_params(p)["prompt"].startswith("a cotton shirt")]
@@ -96,7 +96,7 @@ def test_design_tab_draw_colour_logo_generate(studio, page, tmp_path):
 
 def test_gallery_tab_lists_this_visitors_images_with_parameters(studio, page):
     """Everything a visitor made shows in the Gallery tab; another visitor's images do not."""
-    from studio.common import new_user_id
+    from studio.components import new_user_id
 
     page.goto(studio["url"])
     page.wait_for_selector("#design-sketch canvas", timeout=60_000)

@@ -19,7 +19,7 @@ def choose(page, elem_id: str, option: str) -> None:
 
 
 def test_dressing_tab_two_garments_pose_from_photo(studio, page, tmp_path):
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     top = garment_png(tmp_path, "top", "tshirt", (220, 40, 60))
     trousers = garment_png(tmp_path, "trousers", "trousers", (40, 60, 140))

@@ -13,8 +13,8 @@ import gradio as gr
 import pytest
 import yaml
 
-from studio.common import StudioContext
-from studio.training import (
+from studio.components import StudioContext
+from studio.tabs.training import (
     FORM_FIELDS, TrainingHandlers, build_config, default_recipe, form_values, load_recipe, loss_frame, recipe_names,
     run_status_text, safe_name,
 )

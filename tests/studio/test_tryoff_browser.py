@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_tryoff_tab_photo_to_garment(studio, page, tmp_path):
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     person_path = astronaut_png(tmp_path)
     open_tab(page, studio["url"], "Try-off", "#tryoff-person")

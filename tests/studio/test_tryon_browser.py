@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_tryon_tab_auto_mask_stroke_generate(studio, page, tmp_path):
-    from pipelines.images import read_png_params
+    from pipelines.preprocess.images import read_png_params
 
     person_path = astronaut_png(tmp_path)
     garment_path = garment_png(tmp_path, "tshirt", "tshirt")

@@ -33,7 +33,7 @@ def write_config(path: Path, tiny: Path, **values) -> Path:
 def test_train_resume_and_dress_with_the_output(tiny_models, models_dir, tmp_path, caplog):
     from safetensors.torch import load_file
 
-    from pipelines.dressing import main as dressing_main
+    from pipelines.dressing.pipeline import main as dressing_main
 
     data = write_tiny_dressing_dataset(tmp_path / "data", count=2)
     # a third sample with ONE garment: rows with different garment counts share a batch (padding)
@@ -68,7 +68,7 @@ def test_train_resume_and_dress_with_the_output(tiny_models, models_dir, tmp_pat
     # both files load with the pipeline's own loaders; the trained K'/V' and LoRAs are what got saved
     from diffusers import UNet2DConditionModel
 
-    from pipelines.dressing_checkpoints import load_imagdressing, load_slot_loras
+    from pipelines.dressing.checkpoints import load_imagdressing, load_slot_loras
 
     unet = UNet2DConditionModel.from_pretrained(tiny_models / "base", subfolder="unet")
     garment_unet = UNet2DConditionModel.from_config(unet.config)

@@ -63,7 +63,7 @@ def generate(models_dir: Path, out: Path, *args: str) -> None:
     """The garment pipeline CLI on the tiny preset with a trained file swapped in."""
     from PIL import Image
 
-    from pipelines.garment import main as garment_main
+    from pipelines.garment.pipeline import main as garment_main
 
     assert garment_main(["--preset", "tiny", "--models_dir", str(models_dir), "--device", "cpu", "--steps", "2",
                          "--prompt", "a red t-shirt", "--output_path", str(out), *args]) == 0
@@ -134,8 +134,8 @@ def test_methods_registered_presets_valid_and_preflight_rejects_bad_data(bench, 
 def test_colour_adapter_trains_resumes_and_loads_in_pipeline(bench, tiny_models, models_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from pipelines.garment_checkpoints import load_color_adapter
-    from pipelines.tiny import IMAGE_EMBED_DIM, tiny_unet
+    from pipelines.garment.checkpoints import load_color_adapter
+    from pipelines.core.tiny import IMAGE_EMBED_DIM, tiny_unet
     from training.colour_adapter import main
 
     def make_config(path, **values):
@@ -159,7 +159,7 @@ def test_gam_trains_ref_unet_through_recorded_features_and_loads_in_pipeline(ben
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
-    from pipelines.garment_checkpoints import load_gam
+    from pipelines.garment.checkpoints import load_gam
     from training.gam import main
 
     def make_config(path, **values):
@@ -189,7 +189,7 @@ def test_lem_trains_attn1_and_loads_in_pipeline(bench, tiny_models, models_dir, 
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
-    from pipelines.garment_checkpoints import load_lem
+    from pipelines.garment.checkpoints import load_lem
     from training.lem import lem_canvas, main
 
     # the canvas is the inference one: top latent zeroed under the mask, logo below, mask channel on top only

@@ -1,0 +1,92 @@
+"""Model presets: data files in presets/models/*.yaml, loaded into a typed, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRESET_DIR = REPO_ROOT / "presets" / "models"
+
+
+@dataclass
+class CheckpointLocation:
+    location: str  # hub repo id, local folder, or local file
+    filename: str | None = None  # file inside the repo/folder (None when location is a file)
+
+
+@dataclass
+class ModelPreset:
+    name: str
+    description: str = ""
+    tiny: bool = False  # True: build random-weight tiny models into the models folder on first use
+    base_model: str = ""  # SD1.5-style repo: unet/, text_encoder/, tokenizer/, scheduler/
+    vae: str = ""  # standalone VAE repo
+    image_encoder: str = ""  # CLIPVisionModelWithProjection repo
+    image_encoder_subfolder: str | None = None
+    inpaint_model: str = ""  # SD1.5-inpainting repo (9-channel unet/)
+    controlnet_openpose: str | None = None
+    openpose_annotator: str | None = None  # controlnet-aux OpenposeDetector weights (None: mediapipe fallback)
+    segformer: str | None = None  # clothes parser (None: mediapipe fallback)
+    sam: str | None = None  # segment-anything checkpoint file (None: no click-to-refine)
+    checkpoints: dict[str, CheckpointLocation] = field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resolved(self, tiny_root: Path) -> "ModelPreset":
+        """Replace the ``{tiny}`` placeholder with the tiny models folder."""
+
+        def sub(value):
+            if isinstance(value, str):
+                return value.replace("{tiny}", str(tiny_root))
+            if isinstance(value, CheckpointLocation):
+                return CheckpointLocation(sub(value.location), value.filename)
+            if isinstance(value, dict):
+                return {k: sub(v) for k, v in value.items()}
+            return value
+
+        return dataclasses.replace(self, **{f.name: sub(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def override(self, **locations: str | None) -> "ModelPreset":
+        """Replace model locations (CLI flags such as --base_model); None values are ignored."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for key in locations:
+            if key not in known:
+                raise ValueError(f"unknown preset field {key!r}")
+        return dataclasses.replace(self, **{k: v for k, v in locations.items() if v is not None})
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> ModelPreset:
+    """Load ``presets/models/<name>.yaml`` or a YAML file path; unknown keys are rejected by name."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"preset {name_or_path!r} not found; available: {', '.join(available_presets())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a preset must be a mapping")
+    known = {f.name for f in dataclasses.fields(ModelPreset)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path.name}: unknown key(s) {', '.join(unknown)}")
+    checkpoints = {}
+    for key, value in (data.pop("checkpoints", None) or {}).items():
+        if isinstance(value, str):
+            value = {"location": value}
+        if not isinstance(value, dict) or set(value) - {"location", "filename"} or "location" not in value:
+            raise ValueError(f"{path.name}: checkpoints.{key} needs 'location' (and optional 'filename')")
+        checkpoints[key] = CheckpointLocation(**value)
+    return ModelPreset(checkpoints=checkpoints, **data)
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("ATELIER_MODELS_DIR", REPO_ROOT / "models")).expanduser()

@@ -1,0 +1,278 @@
+"""The model registry: one place that loads models lazily, shares them between tabs, and reports them.
+
+Every pipeline asks the registry for its parts instead of loading its own copies, so the studio holds
+ONE VAE, ONE text encoder, ONE base UNet and ONE 9-channel inpainting UNet (whose attention weight sets
+are swapped between garment LEM, try-on and try-off; see ``pipelines/concat_inpaint.py``).
+
+Nothing is loaded at import or construction time: the page comes up in seconds, and the first
+generation pays the load. A location that cannot be reached offline fails fast with a
+:class:`~pipelines.core.checkpoints.ModelUnavailableError` that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pipelines.core.checkpoints import offline_hint, resolve_file
+from pipelines.types import ModelUnavailableError
+from pipelines.core.devices import gpu_memory, module_bytes, pick_device, pick_dtype
+from pipelines.core.presets import ModelPreset, default_models_dir, load_preset
+
+logger = logging.getLogger(__name__)
+
+_HUB_REACHABLE: bool | None = None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers on 443 (checked once per process; HF_HUB_OFFLINE=1 forces False)."""
+    global _HUB_REACHABLE
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    if _HUB_REACHABLE is None:
+        try:
+            with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+                _HUB_REACHABLE = True
+        except OSError:
+            _HUB_REACHABLE = False
+    return _HUB_REACHABLE
+
+
+def from_pretrained(cls: Any, location: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` that never hangs offline: local folders and cached hub files load directly;
+    an uncached hub id is only downloaded when the Hub is reachable, else ModelUnavailableError."""
+    if Path(location).expanduser().exists():
+        return cls.from_pretrained(str(Path(location).expanduser()), **kwargs)
+    try:
+        return cls.from_pretrained(location, local_files_only=True, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as cached_error:
+        if not hub_reachable():
+            raise ModelUnavailableError(offline_hint(location)) from cached_error
+    logger.info("downloading %s (%s)", location, kwargs.get("subfolder") or "")
+    try:
+        return cls.from_pretrained(location, **kwargs)
+    except Exception as error:
+        raise ModelUnavailableError(f"cannot load {location}: {type(error).__name__}: {error}") from error
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    kind: str
+    source: str
+    parameters: int
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class RegistryStatus:
+    preset: str
+    device: str
+    dtype: str
+    loaded: list[LoadedModel] = field(default_factory=list)
+    gpu: dict | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(m.bytes for m in self.loaded)
+
+
+class ModelRegistry:
+    """Lazily loaded, shared model components for one preset on one device.
+
+    ``get(name)`` returns a component (tokenizer, text_encoder, vae, unet, inpaint_unet, image_encoder,
+    image_processor, controlnet_openpose); ``shared(key, factory)`` caches anything a pipeline builds from
+    them (the GAM reference UNet, weight sets, whole pipelines) so that every tab reuses it.
+    """
+
+    COMPONENTS = (
+        "tokenizer", "text_encoder", "vae", "unet", "inpaint_unet", "image_encoder", "image_processor",
+        "controlnet_openpose",
+    )
+
+    def __init__(
+        self,
+        preset: ModelPreset | str,
+        device: str | None = None,
+        dtype: str | None = None,
+        models_dir: str | Path | None = None,
+    ) -> None:
+        if isinstance(preset, str):
+            preset = load_preset(preset)
+        self.models_dir = Path(models_dir) if models_dir else default_models_dir()
+        self.tiny_root = self.models_dir / "tiny"
+        self.preset = preset.resolved(self.tiny_root)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self._objects: dict[str, Any] = {}
+        self._info: dict[str, LoadedModel] = {}
+        self._lock = threading.RLock()
+        self._scheduler_config: dict | None = None
+
+    # ----------------------------------------------------------------------------------------- loading
+    def _ensure_tiny(self) -> None:
+        if self.preset.tiny:
+            from pipelines.core.tiny import build_tiny_model_set
+
+            build_tiny_model_set(self.tiny_root)
+
+    def _place(self, module: torch.nn.Module) -> torch.nn.Module:
+        module.requires_grad_(False).eval()
+        # dtype is set by from_pretrained (casting afterwards makes diffusers warn); only move the device.
+        module = module.to(self.device)
+        if getattr(module, "dtype", self.dtype) != self.dtype:
+            module = module.to(dtype=self.dtype)
+        return module
+
+    def _load_component(self, name: str) -> Any:
+        from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+        from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+        p = self.preset
+        if name == "tokenizer":
+            return from_pretrained(CLIPTokenizer, p.base_model, subfolder="tokenizer"), p.base_model
+        if name == "text_encoder":
+            return self._place(from_pretrained(CLIPTextModel, p.base_model, subfolder="text_encoder", dtype=self.dtype)), p.base_model
+        if name == "vae":
+            return self._place(from_pretrained(AutoencoderKL, p.vae, torch_dtype=self.dtype)), p.vae
+        if name == "unet":
+            return self._place(from_pretrained(UNet2DConditionModel, p.base_model, subfolder="unet", torch_dtype=self.dtype)), p.base_model
+        if name == "inpaint_unet":
+            unet = from_pretrained(UNet2DConditionModel, p.inpaint_model, subfolder="unet", torch_dtype=self.dtype)
+            if unet.config.in_channels != 9:
+                raise ValueError(
+                    f"inpaint_model {p.inpaint_model!r} has a {unet.config.in_channels}-channel UNet; "
+                    "an inpainting model (9 input channels) is required"
+                )
+            return self._place(unet), p.inpaint_model
+        kwargs = {"subfolder": p.image_encoder_subfolder} if p.image_encoder_subfolder else {}
+        if name == "image_encoder":
+            return self._place(from_pretrained(CLIPVisionModelWithProjection, p.image_encoder, dtype=self.dtype, **kwargs)), p.image_encoder
+        if name == "image_processor":
+            try:
+                return from_pretrained(CLIPImageProcessor, p.image_encoder, **kwargs), p.image_encoder
+            except (ModelUnavailableError, OSError):
+                # h94/IP-Adapter ships no preprocessor config: the method uses the default processor.
+                return CLIPImageProcessor(), "CLIPImageProcessor() defaults"
+        if name == "controlnet_openpose":
+            if not p.controlnet_openpose:
+                raise ModelUnavailableError(f"preset {p.name!r} has no controlnet_openpose")
+            return self._place(from_pretrained(ControlNetModel, p.controlnet_openpose, torch_dtype=self.dtype)), p.controlnet_openpose
+        raise KeyError(f"unknown component {name!r}; known: {', '.join(self.COMPONENTS)}")
+
+    def get(self, name: str) -> Any:
+        """A shared component, loaded on first use."""
+        with self._lock:
+            if name not in self._objects:
+                self._ensure_tiny()
+                start = time.perf_counter()
+                obj, source = self._load_component(name)
+                self._remember(name, obj, "component", source, time.perf_counter() - start)
+            return self._objects[name]
+
+    def shared(self, key: str, factory: Callable[[], Any], source: str = "") -> Any:
+        """Build ``factory()`` once per registry and share it (pipelines, reference UNets, weight sets)."""
+        with self._lock:
+            if key not in self._objects:
+                self._ensure_tiny()
+                start = time.perf_counter()
+                obj = factory()
+                self._remember(key, obj, "shared", source or key, time.perf_counter() - start)
+            return self._objects[key]
+
+    def _remember(self, name: str, obj: Any, kind: str, source: str, seconds: float) -> None:
+        self._objects[name] = obj
+        if isinstance(obj, torch.nn.Module):
+            params, size = sum(p.numel() for p in obj.parameters()), module_bytes(obj)
+        else:
+            params, size = getattr(obj, "num_parameters", 0), getattr(obj, "num_bytes", 0)
+        self._info[name] = LoadedModel(name, kind, str(source), int(params), int(size), seconds)
+        logger.info("loaded %s from %s in %.1f s (%.1f MiB)", name, source, seconds, size / 2**20)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._objects
+
+    def checkpoint(self, name: str) -> Path:
+        """Local path of a method checkpoint named in the preset (downloading it if needed and possible)."""
+        self._ensure_tiny()
+        if name not in self.preset.checkpoints:
+            raise ModelUnavailableError(f"preset {self.preset.name!r} has no checkpoint {name!r}")
+        entry = self.preset.checkpoints[name]
+        if not Path(entry.location).expanduser().exists() and not hub_reachable():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                return Path(hf_hub_download(entry.location, entry.filename, local_files_only=True))
+            except Exception as error:
+                raise ModelUnavailableError(offline_hint(entry.location)) from error
+        return resolve_file(entry.location, entry.filename)
+
+    def use_checkpoint(self, name: str, path: str | Path) -> None:
+        """Point checkpoint ``name`` at a local file (e.g. a fine-tune's output) and drop what was built from
+        the old one, so the next generation loads the new weights ("Use in studio")."""
+        from pipelines.core.presets import CheckpointLocation
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} is not a checkpoint file")
+        with self._lock:
+            self.preset.checkpoints[name] = CheckpointLocation(str(path))
+            self._objects.pop(name, None)
+            self._info.pop(name, None)
+            self._objects.pop(f"weight_set:{name}", None)
+            self._info.pop(f"weight_set:{name}", None)
+            switcher = self._objects.get("inpaint_weight_sets")
+            if switcher is not None and name in switcher.sets:
+                if switcher.active == name:
+                    switcher.activate(None)
+                switcher.sets.pop(name)
+        logger.info("checkpoint %s -> %s", name, path)
+
+    def scheduler(self):
+        """A fresh DDIM scheduler per call (schedulers are stateful) with the spec's SD1.5 settings."""
+        from diffusers import DDIMScheduler
+
+        with self._lock:
+            if self._scheduler_config is None:
+                self._ensure_tiny()
+                try:
+                    base = from_pretrained(DDIMScheduler, self.preset.base_model, subfolder="scheduler").config
+                except (ModelUnavailableError, OSError, ValueError):
+                    base = {}
+                config = dict(base)
+                config.update(
+                    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                    clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                )
+                self._scheduler_config = config
+        return DDIMScheduler.from_config(self._scheduler_config)
+
+    def unload(self, name: str | None = None) -> None:
+        """Free one shared object (or all with None)."""
+        with self._lock:
+            names = [name] if name else list(self._objects)
+            for key in names:
+                self._objects.pop(key, None)
+                self._info.pop(key, None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def status(self) -> RegistryStatus:
+        with self._lock:
+            loaded = list(self._info.values())
+        return RegistryStatus(
+            preset=self.preset.name, device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
+            loaded=loaded, gpu=gpu_memory(),
+        )
+
+    def defaults(self, task: str) -> dict[str, Any]:
+        return dict(self.preset.defaults.get(task, {}))

@@ -1,0 +1,287 @@
+"""Plain types shared by pipelines/, studio/ and training/: requests, results, errors, categories, limits.
+
+torch-free (PIL and the standard library only), so the studio and the training runner import the same
+definitions the pipelines use instead of mirroring them. A request dataclass holds everything one call of a
+method's pipeline takes; its ``params()`` is the JSON-able summary written into every output PNG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+
+MAX_IMAGES = 8  # images per call, every method
+
+
+# ----------------------------------------------------------------------------- errors and progress
+
+
+class GenerationCancelled(Exception):
+    """Raised inside a denoising loop when the user pressed Stop."""
+
+
+@dataclass
+class StepInfo:
+    """Progress of a running generation, sent to the progress callback after every step."""
+
+    stage: str  # e.g. "GAM", "LEM", "try-on"
+    step: int  # 1-based step within the stage
+    total: int  # steps in the stage
+    overall_step: int  # 1-based across all stages of the call
+    overall_total: int
+    elapsed_s: float
+    eta_s: float
+    preview: Image.Image | None = None  # cheap latent preview every few steps
+
+ProgressCallback = Callable[[StepInfo], None]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not fit the model it is loaded into."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model location cannot be reached (offline, not cached, wrong id/path)."""
+
+
+@dataclass
+class TaskResult:
+    images: list[Image.Image]
+    params: list[dict[str, Any]]  # one JSON-able dict per image (seed of that image included)
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. masks, skeletons, stage names
+
+
+class UserError(Exception):
+    """A problem with what the user gave (input, settings, a checkpoint, a model location).
+
+    Its message is written for a designer and shown as-is in the UI; the service raises it for every known
+    failure, so the studio recognises user errors by this type alone.
+    """
+
+# ---------------------------------------------------------------------------------- garment design
+DESIGN_NEGATIVE = " worst quality, low quality"
+
+
+@dataclass
+class GarmentRequest:
+    """Everything a designer gives. Every condition is optional."""
+
+    prompt: str = ""
+    negative_prompt: str = DESIGN_NEGATIVE
+    sketch: Image.Image | None = None  # black lines on white
+    color: Image.Image | None = None  # colour swatch image (a picked colour rendered flat)
+    logo: Image.Image | None = None
+    logo_mask: Image.Image | None = None  # white = where the logo goes; required with a logo
+    height: int = 640
+    width: int = 512
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.0
+    sketch_scale: float = 0.6  # alpha of the mixed attention
+    color_scale: float = 1.0  # scale of the colour adapter's decoupled cross-attention
+    seed: int = 42  # -1 = random
+    num_images: int = 1
+    keep_outside_logo: bool = False  # paste the GAM result back outside the logo mask after the LEM
+
+    def params(self) -> dict[str, Any]:
+        """JSON-able parameters (images summarised) for PNG metadata."""
+        out = {k: v for k, v in asdict(self).items() if not isinstance(v, Image.Image) and v is not None}
+        for key in ("sketch", "color", "logo", "logo_mask"):
+            out[f"has_{key}"] = getattr(self, key) is not None
+        return out
+
+
+@dataclass
+class GarmentResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    params: dict[str, Any]
+    stages: list[str] = field(default_factory=list)
+
+# ------------------------------------------------------------------------------------------ try-on
+TRYON_CATEGORIES = ("upper", "lower", "dress", "full")
+# Preset checkpoint names of the CatVTON weight sets and the official file inside zhengchong/CatVTON.
+CATVTON_VARIANTS = {
+    "tryon_catvton": "mix-48k-1024/attention/model.safetensors",
+    "tryon_catvton_512": "vitonhd-16k-512/attention/model.safetensors",
+}
+CATVTON_LABELS = {"tryon_catvton": "CatVTON mix 1024 (best)", "tryon_catvton_512": "CatVTON VITON-HD 512 (faster)"}
+
+
+@dataclass
+class TryOnRequest:
+    """One person photo and one garment photo (plus the mask choice and sampler settings)."""
+
+    person: Image.Image | None = None  # any size; the result keeps its size
+    garment: Image.Image | None = None  # product photo (garment model mode: optional)
+    category: str = "upper"  # upper | lower | dress | full
+    mask: Image.Image | None = None  # painted mask, white = repaint, same size as ``person``; overrides auto
+    auto_mask: bool = True  # build the mask from the clothes parser when none is painted
+    height: int = 1024  # model canvas (3:4 W:H; 1024x768 or 512x384 for the official weights)
+    width: int = 768
+    num_inference_steps: int = 50
+    guidance_scale: float = 2.5
+    seed: int = 42  # -1 = random; image i uses seed + i
+    num_images: int = 1
+    eta: float = 1.0  # DDIM eta (CatVTON samples with 1.0)
+    repaint: bool = True  # paste the result into the original photo inside the mask only
+    fit_mode: str = "crop"  # how the person photo is placed on the canvas: crop (cover) | pad
+    feather: int = 0  # px (original scale) of inward edge softening when pasting back
+    prompt: str = ""  # garment model mode only (CatVTON reads no text)
+    negative_prompt: str = ""  # garment model mode only
+
+    def params(self) -> dict[str, Any]:
+        """JSON-able parameters (images summarised) for PNG metadata."""
+        out = {k: v for k, v in asdict(self).items() if not isinstance(v, Image.Image) and v is not None}
+        for key in ("person", "garment", "mask"):
+            image = getattr(self, key)
+            out[f"has_{key}"] = image is not None
+            if image is not None:
+                out[f"{key}_size"] = list(image.size)
+        return out
+
+
+@dataclass
+class TryOnResult:
+    images: list[Image.Image]  # original photo size with repaint, else the canvas size
+    mask: Image.Image  # the mask used (binary L, original photo size)
+    mask_source: str  # "painted", "segformer" or "mediapipe"
+    seeds: list[int]
+    params: dict[str, Any]
+    canvas_images: list[Image.Image] = field(default_factory=list)  # raw model outputs (H x W)
+    note: str = ""  # e.g. why the automatic mask fell back to mediapipe
+
+# ----------------------------------------------------------------------------------------- try-off
+TRYOFF_CATEGORIES = ("upper", "lower", "dress")  # the official weights were trained on tops only
+BACKGROUNDS = ("white", "keep")
+
+
+@dataclass
+class TryOffRequest:
+    person: Image.Image | None = None  # a photo of someone wearing the garment
+    category: str = "upper"  # upper (official) | lower | dress
+    mask: Image.Image | None = None  # painted garment mask, white = the garment, person's size; overrides auto
+    auto_mask: bool = True
+    height: int = 512
+    width: int = 384
+    num_inference_steps: int = 50
+    guidance_scale: float = 2.5
+    seed: int = 36  # -1 = random; image i uses seed + i
+    num_images: int = 1
+    eta: float = 1.0
+    fit_mode: str = "crop"
+    background: str = "white"  # white: whiten the background around the garment; keep: raw output
+    background_tolerance: int = 40  # max RGB distance from the border colour that counts as background
+
+    def params(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if not isinstance(v, Image.Image) and v is not None}
+        out["has_person"], out["has_mask"] = self.person is not None, self.mask is not None
+        if self.person is not None:
+            out["person_size"] = list(self.person.size)
+        return out
+
+
+@dataclass
+class TryOffResult:
+    images: list[Image.Image]  # garments, width x height
+    mask: Image.Image  # the garment mask used (binary L, person photo size)
+    mask_source: str  # "painted", "segformer" or "mediapipe"
+    seeds: list[int]
+    params: dict[str, Any]
+    raw_images: list[Image.Image] = field(default_factory=list)  # before background whitening
+    note: str = ""
+
+# ---------------------------------------------------------------------------------------- dressing
+MAX_GARMENTS = 4
+GARMENT_CATEGORIES = ("upper", "lower", "dress", "outerwear", "hat", "shoes", "bag", "accessory")
+DRESSING_PROMPT = "A beautiful woman, best quality, high quality"
+# Blocks nudity (the IMAGDressing demo's negative prompt family) and the usual quality failures.
+DRESSING_NEGATIVE = (
+    "bare, naked, nude, nsfw, undressed, topless, monochrome, lowres, bad anatomy, worst quality, low quality"
+)
+GARMENT_SCALE_RANGE = (0.0, 1.5)
+GUIDANCE_RANGE = (0.0, 30.0)
+POSE_SCALE_RANGE = (0.0, 2.0)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One community LoRA file and the weight it is applied with."""
+
+    path: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "LoraSpec":
+        """``file.safetensors`` or ``file.safetensors:0.8`` (the CLI form)."""
+        head, sep, tail = str(text).rpartition(":")
+        if sep and head:
+            try:
+                return cls(head, float(tail))
+            except ValueError:
+                pass  # a colon inside the path (C:\\...) with no weight
+        return cls(str(text), 1.0)
+
+
+@dataclass
+class Garment:
+    """One garment slot: a product photo (any size/aspect, RGBA allowed) and its category."""
+
+    image: Any  # PIL image, numpy array or file path
+    category: str = "upper"
+
+
+@dataclass
+class DressingRequest:
+    """Everything a designer gives the dressing tab."""
+
+    garments: list[Garment] = field(default_factory=list)
+    prompt: str = DRESSING_PROMPT
+    negative_prompt: str = DRESSING_NEGATIVE
+    pose_image: Image.Image | None = None  # an OpenPose skeleton (coloured limbs on black)
+    pose_scale: float = 1.0  # ControlNet conditioning scale
+    height: int = 640
+    width: int = 512
+    num_inference_steps: int = 30
+    guidance_scale: float = 6.5  # text guidance s_T
+    garment_guidance_scale: float | None = None  # garment guidance s_G (None = same as guidance_scale)
+    garment_scale: float = 0.85  # lambda of the Dressing-Attention (0.7 in the paper), 0..1.5
+    seed: int = 42  # -1 = random
+    num_images: int = 1
+    loras: list[LoraSpec] = field(default_factory=list)  # community LoRAs on the base model
+
+    @property
+    def garment_guidance(self) -> float:
+        return self.guidance_scale if self.garment_guidance_scale is None else self.garment_guidance_scale
+
+    def params(self) -> dict[str, Any]:
+        """JSON-able parameters (images summarised) for PNG metadata."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "garment_categories": [getattr(g, "category", None) for g in self.garments],
+            "num_garments": len(self.garments),
+            "has_pose": self.pose_image is not None,
+            "pose_scale": self.pose_scale,
+            "height": self.height,
+            "width": self.width,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "garment_guidance_scale": self.garment_guidance,
+            "garment_scale": self.garment_scale,
+            "seed": self.seed,
+            "num_images": self.num_images,
+            "scheduler": "DDIM",
+            "loras": [f"{Path(s.path).name}:{s.weight:g}" for s in self.loras],
+        }
+
+
+@dataclass
+class DressingResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    params: dict[str, Any]
+    garments: list[Image.Image] = field(default_factory=list)  # the prepared (padded) garment images
+    pose_image: Image.Image | None = None
