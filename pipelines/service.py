@@ -1,10 +1,10 @@
-"""The studio's service layer: the only thing the UI talks to, with plain types.
+"""The studio's service layer: the one door from the UI to the models, with plain types.
 
-``StudioService.run(task, params, callback, stop_event)`` builds the task's request dataclass from a
-plain dict, runs the task's pipeline (built from the SHARED registry) under ONE GPU lock, and returns a
-:class:`TaskResult` of PIL images and JSON-able parameters. Tasks register in :data:`TASKS` as
-``"module:function"`` strings taking ``(registry, params, control)`` so that importing this module stays
-cheap and tabs can be added with one line.
+``StudioService.run(task, params, callback, stop_event)`` runs a task's adapter ``(registry, params, control)
+-> TaskResult`` (declared by its method package, see :func:`pipelines.declared`) on the SHARED registry under
+ONE GPU lock, and turns every known failure into :class:`~pipelines.types.UserError` with a sentence for a
+designer. The other methods answer what the tabs need to know about the preset (defaults, SAM, variants) and
+swap trained weights in ("Use in studio").
 """
 
 from __future__ import annotations
@@ -17,43 +17,27 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from pipelines.types import CheckpointError, ModelUnavailableError
-from pipelines.core.sampling import RunControl
-from pipelines.types import GenerationCancelled, StepInfo
+from pipelines import declared
 from pipelines.core.devices import empty_cache, is_out_of_memory, spaces_gpu
 from pipelines.core.presets import available_presets, load_preset
 from pipelines.core.registry import ModelRegistry, hub_reachable
-from pipelines.types import TaskResult, UserError
+from pipelines.core.sampling import RunControl
+from pipelines.preprocess.sketch import photo_to_sketch
+from pipelines.types import (
+    CATVTON_VARIANTS,
+    CheckpointError,
+    GenerationCancelled,
+    ModelUnavailableError,
+    StepInfo,
+    TaskResult,
+    UserError,
+    request_defaults,
+)
 
 logger = logging.getLogger(__name__)
 
-
 # task name -> "module:function(registry, params: dict, control: RunControl) -> TaskResult"
-TASKS: dict[str, str] = {
-    "garment": "pipelines.service:run_garment",
-    "dressing": "pipelines.dressing.pipeline:run_task",
-    "dressing_pose": "pipelines.dressing.pipeline:run_pose_task",
-    "tryon": "pipelines.tryon.pipeline:run_task",
-    "tryon_mask": "pipelines.tryon.pipeline:run_mask_task",
-    "tryon_sam": "pipelines.tryon.pipeline:run_sam_task",
-    "tryoff": "pipelines.tryoff.pipeline:run_task",
-}
-
-
-def run_garment(registry: ModelRegistry, params: dict[str, Any], control: RunControl) -> TaskResult:
-    from pipelines.garment.pipeline import GarmentDesignPipeline
-    from pipelines.types import GarmentRequest
-
-    request = GarmentRequest(**params)
-    pipeline = GarmentDesignPipeline.from_registry(
-        registry,
-        need_sketch=request.sketch is not None,
-        need_color=request.color is not None,
-        need_logo=request.logo is not None,
-    )
-    result = pipeline(request, control)
-    per_image = [dict(result.params, seed=seed, num_images=1) for seed in result.seeds]
-    return TaskResult(result.images, per_image, {"stages": result.stages})
+TASKS: dict[str, str] = declared("TASKS")
 
 
 class StudioService:
@@ -155,10 +139,46 @@ class StudioService:
                 raise
 
     def sketch_from_photo(self, image: Image.Image, detector: str = "lineart") -> Image.Image:
-        """Turn a photo into black-on-white line art with a controlnet-aux detector (no weights needed)."""
-        from pipelines.preprocess.sketch import photo_to_sketch
+        """Turn a photo into black-on-white line art with a controlnet-aux detector."""
+        try:
+            return photo_to_sketch(image, detector)
+        except (ValueError, TypeError, ModelUnavailableError) as error:
+            raise UserError(str(error)) from error
 
-        return photo_to_sketch(image, detector)
+    # ------------------------------------------------------------------------------ what the tabs ask
+    def defaults(self, task: str) -> dict[str, Any]:
+        """``task``'s request defaults with the preset's (validated) overrides, by request field name."""
+        return {**request_defaults(task), **self.registry.preset.defaults.get(task, {})}
+
+    def has_sam(self) -> bool:
+        """Whether the preset's SAM checkpoint is on this machine (click-to-refine masks)."""
+        sam = self.registry.preset.sam
+        return bool(sam) and Path(sam).expanduser().is_file()
+
+    def tryon_variants(self) -> list[str]:
+        """The CatVTON weight sets (preset checkpoint names) this preset has, best first."""
+        return [name for name in CATVTON_VARIANTS if name in self.registry.preset.checkpoints]
+
+    def tiny_root(self) -> Path | None:
+        """The tiny model folder when the tiny preset is active (built on first use), else None."""
+        return self.registry.tiny_root if self.registry.preset.tiny else None
+
+    def ensure_tiny_models(self) -> Path | None:
+        """Build the tiny model set when the preset is the tiny one (idempotent); its folder, else None."""
+        return self.registry.ensure_tiny_models()
+
+    def use_weights(self, checkpoint: str, path: str | Path) -> None:
+        """Make the studio use ``path`` as preset checkpoint ``checkpoint`` from the next generation on."""
+        with self.gpu_lock:
+            try:
+                self.registry.use_checkpoint(checkpoint, path)
+            except (ValueError, KeyError) as error:
+                raise UserError(str(error)) from error
+
+    def weights_in_use(self, checkpoint: str) -> str | None:
+        """Where preset checkpoint ``checkpoint`` comes from now (hub id or local file), None if absent."""
+        entry = self.registry.preset.checkpoints.get(checkpoint)
+        return None if entry is None else entry.location
 
 
 @spaces_gpu(duration=120)

@@ -7,7 +7,7 @@ method's pipeline takes; its ``params()`` is the JSON-able summary written into 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -285,3 +285,43 @@ class DressingResult:
     params: dict[str, Any]
     garments: list[Image.Image] = field(default_factory=list)  # the prepared (padded) garment images
     pose_image: Image.Image | None = None
+
+
+# ------------------------------------------------------------------------------------------ task defaults
+# The request each task's preset ``defaults:`` are checked against (one vocabulary: the request's field names).
+DEFAULTS_REQUEST: dict[str, type] = {
+    "garment": GarmentRequest, "tryon": TryOnRequest, "tryoff": TryOffRequest, "dressing": DressingRequest,
+}
+
+
+def request_defaults(task: str) -> dict[str, Any]:
+    """The scalar (number / text / flag) fields of ``task``'s request with their dataclass defaults
+    (None for an optional number such as the dressing garment guidance)."""
+    return {
+        f.name: f.default for f in fields(DEFAULTS_REQUEST[task])
+        if isinstance(f.default, (bool, int, float, str)) or (f.default is None and "float" in str(f.type))
+    }
+
+
+def check_task_defaults(task: str, values: Any, source: str) -> dict[str, Any]:
+    """Validate one task's preset defaults: known task, known field, the field's type; ValueError naming them."""
+    if task not in DEFAULTS_REQUEST:
+        raise ValueError(f"{source}: defaults.{task}: unknown task (known: {', '.join(DEFAULTS_REQUEST)})")
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: defaults.{task} must be a mapping of request fields")
+    allowed = request_defaults(task)
+    checked = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise ValueError(
+                f"{source}: defaults.{task}.{key} is not a field of {DEFAULTS_REQUEST[task].__name__} "
+                f"(fields: {', '.join(sorted(allowed))})"
+            )
+        want = float if allowed[key] is None else type(allowed[key])
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ValueError(f"{source}: defaults.{task}.{key}={value!r} must be a {want.__name__}")
+        checked[key] = value
+    return checked

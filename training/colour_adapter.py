@@ -17,7 +17,6 @@ Run alone:  python -m training.colour_adapter --config cfg.yaml [--run-id ID --s
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -33,14 +32,31 @@ from pipelines.core.attention import processor_names
 from pipelines.core.sampling import encode_prompts
 from pipelines.garment.checkpoints import ImageProjection, color_processors
 from training.common import (
-    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    TrainerContext,
+    endless,
+    load_checkpoint,
+    load_trainable_state,
+    resolve_resume,
+    run_cli,
     trainable_state,
+    write_model_card,
 )
 from training.config import ColourAdapterConfig
 from training.datasets import load_rgb
 from training.garmentbench import (
-    GarmentRecord, check_unet, ddim_factory, load_garmentbench, load_rgb_sized, load_sd_parts,
-    export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
+    GarmentRecord,
+    check_unet,
+    ddim_factory,
+    export_on_main,
+    load_garmentbench,
+    load_rgb_sized,
+    load_sd_parts,
+    make_optimizer,
+    noisy_latents,
+    save_sample,
+    setup_accelerator,
+    shard,
+    train_loop,
 )
 
 logger = logging.getLogger(__name__)
@@ -271,8 +287,7 @@ def export_final(context: TrainerContext, config: ColourAdapterConfig, adapter: 
     card = {
         "kind": "garment_color",
         "method": METHOD,
-        "checkpoint_key": "garment_color",  # the preset entry this file replaces
-        "weights": WEIGHTS_FILE,
+        "weights": {"garment_color": WEIGHTS_FILE},
         "format": "imaggarment_color_adapter",
         "base_model": config.pretrained_model,
         "image_encoder": config.image_encoder,
@@ -284,7 +299,7 @@ def export_final(context: TrainerContext, config: ColourAdapterConfig, adapter: 
         "run_id": context.run_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (final / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(final, card)
     logger.info("final colour adapter written to %s", final / WEIGHTS_FILE)
     return final
 

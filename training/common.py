@@ -48,6 +48,33 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 C = TypeVar("C", bound=TrainConfig)
 
 
+# -- the model card (no torch) ---------------------------------------------------------------------------
+CARD_REQUIRED = ("kind", "method", "weights", "base_model", "steps", "run_id")
+
+
+def write_model_card(final_dir: str | Path, card: Mapping[str, Any]) -> Path:
+    """Write ``final/atelier_model.json`` with the ONE schema every method uses.
+
+    ``weights`` maps the studio checkpoint each file replaces (a preset checkpoint name such as
+    ``garment_lem``, ``tryon_catvton``, ``dressing_slot_loras``) to the file, relative to ``final/``; it is
+    empty for a model that is a whole folder (a garment model). ValueError names a missing key or a file
+    that is not there.
+    """
+    final_dir = Path(final_dir)
+    missing = [key for key in CARD_REQUIRED if key not in card]
+    if missing:
+        raise ValueError(f"model card is missing {', '.join(missing)}")
+    if not isinstance(card["weights"], Mapping):
+        raise ValueError("model card 'weights' must map checkpoint names to files")
+    for name, file in card["weights"].items():
+        if not (final_dir / file).is_file():
+            raise ValueError(f"model card weights.{name}: {file} is not in {final_dir}")
+    data = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **card}
+    path = final_dir / MODEL_CARD
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
 # -- path conventions (no torch) ------------------------------------------------------------------------
 def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"

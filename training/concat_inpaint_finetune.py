@@ -50,11 +50,17 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from training.common import (
-    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    TrainerContext,
+    endless,
+    load_checkpoint,
+    load_trainable_state,
+    resolve_resume,
+    run_cli,
     trainable_state,
+    write_model_card,
 )
 from training.config import ConfigError, TrainConfig, _f
-from training.datasets import DatasetError, IMAGE_SUFFIXES, load_mask, load_rgb, prepare_dataset_dir
+from training.datasets import IMAGE_SUFFIXES, DatasetError, load_mask, load_rgb, prepare_dataset_dir
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +295,7 @@ def trainable_names(unet, mode: str) -> list[str]:
 
         prefixes = tuple(f"{name}." for name, _ in attn1_modules(unet))
         return [name for name, _ in unet.named_parameters() if name.startswith(prefixes)]
-    from pipelines.tryoff.pipeline import tryoff_key_map
+    from pipelines.tryoff.checkpoints import tryoff_key_map
 
     return [name for name in tryoff_key_map(unet).values() if ".attn2." not in name]
 
@@ -300,13 +306,14 @@ def apply_init_weights(unet, config: ConcatFinetuneConfig) -> None:
     path = Path(config.init_weights).expanduser()
     params = dict(unet.named_parameters())
     if config.mode == "tryon":
-        from pipelines.tryon.pipeline import load_catvton
+        from pipelines.tryon.checkpoints import load_catvton
 
         weight_set = load_catvton(path, unet)
         tensors = weight_set.tensors
     else:
         from pipelines.core.checkpoints import drop_leading, read_state_dict
-        from pipelines.tryoff.pipeline import load_tryoffanyone, tryoff_key_map
+        from pipelines.tryoff.checkpoints import load_tryoffanyone
+        from pipelines.tryoff.checkpoints import tryoff_key_map
 
         load_tryoffanyone(path, unet)  # validates every key and shape (attn2 included)
         mapping = tryoff_key_map(unet)
@@ -485,9 +492,13 @@ def write_samples(context: TrainerContext, config: ConcatFinetuneConfig, unet, v
     from diffusers import DDIMScheduler
     from PIL.PngImagePlugin import PngInfo
 
+    from pipelines.core.concat_inpaint import (
+        ConcatInpaintConfig,
+        ConcatInpaintInputs,
+        concat_inpaint_denoise,
+        encode_latents,
+    )
     from pipelines.core.sampling import generators, tensor_to_images, vae_decode
-    from pipelines.core.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
-    from pipelines.tryon.pipeline import encode_latents
 
     was_training = unet.training
     unet.eval()
@@ -531,7 +542,7 @@ def official_state(unet, mode: str) -> dict[str, torch.Tensor]:
         keys = {f"{8 * k}.{proj}": f"{name}.{proj}"
                 for k, (name, _) in enumerate(attn1_modules(unet)) for proj in ATTN1_PROJECTIONS}
     else:
-        from pipelines.tryoff.pipeline import tryoff_key_map
+        from pipelines.tryoff.checkpoints import tryoff_key_map
 
         keys = tryoff_key_map(unet)
     return {key: params[name].detach().float().cpu().contiguous() for key, name in keys.items()}
@@ -553,7 +564,7 @@ def export_final(context: TrainerContext, config: ConcatFinetuneConfig, unet, st
         "base_model": config.pretrained_model,
         "vae": config.vae,
         "init_weights": config.init_weights,
-        "weights_file": relative,
+        "weights": {"tryon_catvton" if config.mode == "tryon" else "tryoff_anyone": relative},
         "layout": "catvton-attn1" if config.mode == "tryon" else "tryoffanyone-blocks",
         "num_tensors": len(state),
         "height": config.height,
@@ -562,7 +573,7 @@ def export_final(context: TrainerContext, config: ConcatFinetuneConfig, unet, st
         "run_id": context.run_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (final / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(final, card)
     logger.info("final %s weights written to %s", config.mode, path)
     return final
 

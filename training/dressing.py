@@ -59,16 +59,29 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.core.attention import MixedAttnProcessor, PlainAttnProcessor, merge_heads, processor_names, project_out, split_heads
+from pipelines.core.attention import (
+    MixedAttnProcessor,
+    PlainAttnProcessor,
+    merge_heads,
+    processor_names,
+    project_out,
+    split_heads,
+)
 from pipelines.dressing.pipeline import GarmentEncoderState, GarmentSelfAttnProcessor, fit_on_white
 from pipelines.types import GARMENT_CATEGORIES, MAX_GARMENTS
 from training.common import (
-    MODEL_CARD, TrainerContext, load_checkpoint, load_trainable_state, resolve_resume, run_cli, trainable_state,
+    TrainerContext,
+    endless,
+    load_checkpoint,
+    load_trainable_state,
+    resolve_resume,
+    run_cli,
+    trainable_state,
+    write_model_card,
 )
-from training.common import endless
 from training.concat_inpaint_finetune import load_model_part, make_accelerator, make_optimizer
 from training.config import ConfigError, TrainConfig, _f
-from training.datasets import DatasetError, IMAGE_SUFFIXES, load_mask, load_rgb, prepare_dataset_dir
+from training.datasets import IMAGE_SUFFIXES, DatasetError, load_mask, load_rgb, prepare_dataset_dir
 
 logger = logging.getLogger(__name__)
 
@@ -765,8 +778,7 @@ def export_final(context: TrainerContext, config: DressingConfig, parts: dict[st
         "vae": config.vae,
         "image_encoder": config.image_encoder,
         "init_checkpoint": config.init_checkpoint,
-        "checkpoint": CHECKPOINT_FILE,
-        "slot_loras": SLOT_LORA_FILE,
+        "weights": {"dressing_imagdressing": CHECKPOINT_FILE, "dressing_slot_loras": SLOT_LORA_FILE},
         "slot_labels": labels,
         "lora_rank": config.lora_rank,
         "loc_normalization": config.loc_normalization,
@@ -778,7 +790,7 @@ def export_final(context: TrainerContext, config: DressingConfig, parts: dict[st
         "run_id": context.run_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (final / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(final, card)
     logger.info("final dressing model written to %s", final)
     return final
 

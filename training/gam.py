@@ -24,7 +24,6 @@ Run alone:  python -m training.gam --config cfg.yaml [--run-id ID --store DB]
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import random
 import time
@@ -36,18 +35,42 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.core.attention import ReferenceRecorder, ReferenceState, SkipAttnProcessor, processor_names, project_out, sdpa
+from pipelines.core.attention import (
+    ReferenceRecorder,
+    ReferenceState,
+    SkipAttnProcessor,
+    processor_names,
+    project_out,
+    sdpa,
+)
 from pipelines.core.sampling import encode_prompts
 from pipelines.garment.checkpoints import mixed_processors
 from training.common import (
-    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    TrainerContext,
+    endless,
+    load_checkpoint,
+    load_trainable_state,
+    resolve_resume,
+    run_cli,
     trainable_state,
+    write_model_card,
 )
 from training.config import GamConfig
 from training.datasets import load_rgb
 from training.garmentbench import (
-    GarmentRecord, check_unet, ddim_factory, load_garmentbench, load_rgb_sized, load_sd_parts,
-    export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
+    GarmentRecord,
+    check_unet,
+    ddim_factory,
+    export_on_main,
+    load_garmentbench,
+    load_rgb_sized,
+    load_sd_parts,
+    make_optimizer,
+    noisy_latents,
+    save_sample,
+    setup_accelerator,
+    shard,
+    train_loop,
 )
 
 logger = logging.getLogger(__name__)
@@ -267,8 +290,7 @@ def export_final(context: TrainerContext, config: GamConfig, gam: GarmentAppeara
     card = {
         "kind": "garment_gam",
         "method": METHOD,
-        "checkpoint_key": "garment_gam",  # the preset entry this file replaces
-        "weights": WEIGHTS_FILE,
+        "weights": {"garment_gam": WEIGHTS_FILE},
         "format": "imaggarment_gam",
         "base_model": config.pretrained_model,
         "vae": config.vae,
@@ -278,7 +300,7 @@ def export_final(context: TrainerContext, config: GamConfig, gam: GarmentAppeara
         "run_id": context.run_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (final / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(final, card)
     logger.info("final GAM written to %s", final / WEIGHTS_FILE)
     return final
 

@@ -27,8 +27,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipelines.core.sampling import encode_prompts
 from training.common import (
-    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    TrainerContext,
+    endless,
+    load_checkpoint,
+    load_trainable_state,
+    resolve_resume,
+    run_cli,
     trainable_state,
+    write_model_card,
 )
 from training.config import ConfigError, GarmentFinetuneConfig
 from training.datasets import DatasetItem, load_dataset, load_mask, load_rgb
@@ -454,6 +460,7 @@ def export_final(context: TrainerContext, config: GarmentFinetuneConfig, compone
         "captions": sorted(captions),
         "pipeline_class": "StableDiffusionInpaintPipeline",
         "format": "diffusers",
+        "weights": {},  # the whole folder is the model (listed in the Try-on tab)
         "lora": config.use_lora,
         "lora_weights": LORA_WEIGHTS_FILE if config.use_lora else None,
         "train_text_encoder": config.train_text_encoder,
@@ -462,7 +469,7 @@ def export_final(context: TrainerContext, config: GarmentFinetuneConfig, compone
         "run_id": context.run_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (final / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(final, card)
     logger.info("final model written to %s", final)
     return final
 

@@ -23,7 +23,6 @@ Run alone:  python -m training.lem --config cfg.yaml [--run-id ID --store DB]
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,17 +33,34 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.core.attention import attn1_modules
-from pipelines.core.sampling import mask_to_tensor
 from pipelines.core.concat_inpaint import ATTN1_PROJECTIONS, skip_cross_attention
+from pipelines.core.sampling import mask_to_tensor
 from training.common import (
-    MODEL_CARD, TrainerContext, endless, load_checkpoint, load_trainable_state, resolve_resume, run_cli,
+    TrainerContext,
+    endless,
+    load_checkpoint,
+    load_trainable_state,
+    resolve_resume,
+    run_cli,
     trainable_state,
+    write_model_card,
 )
 from training.config import LemConfig
 from training.datasets import load_mask
 from training.garmentbench import (
-    GarmentRecord, check_unet, ddim_factory, load_garmentbench, load_rgb_sized, load_sd_parts,
-    export_on_main, make_optimizer, noisy_latents, save_sample, setup_accelerator, shard, train_loop,
+    GarmentRecord,
+    check_unet,
+    ddim_factory,
+    export_on_main,
+    load_garmentbench,
+    load_rgb_sized,
+    load_sd_parts,
+    make_optimizer,
+    noisy_latents,
+    save_sample,
+    setup_accelerator,
+    shard,
+    train_loop,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,8 +203,8 @@ def train(context: TrainerContext) -> None:
 def write_samples(context: TrainerContext, config: LemConfig, parts: dict[str, Any], unet, accelerator,
                   dataset: LogoDataset, step: int) -> list[Path]:
     """Place the first record's logo on its own garment with the inference sampler; fixed seed."""
-    from pipelines.core.sampling import generators, tensor_to_images, vae_decode, vae_encode
     from pipelines.core.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
+    from pipelines.core.sampling import generators, tensor_to_images, vae_decode, vae_encode
 
     vae = parts["vae"]
     was_training = unet.training
@@ -228,8 +244,7 @@ def export_final(context: TrainerContext, config: LemConfig, unet, step: int) ->
     card = {
         "kind": "garment_lem",
         "method": METHOD,
-        "checkpoint_key": "garment_lem",  # the preset entry this file replaces
-        "weights": WEIGHTS_FILE,
+        "weights": {"garment_lem": WEIGHTS_FILE},
         "format": "imaggarment_lem",
         "base_model": config.pretrained_model,
         "vae": config.vae,
@@ -240,7 +255,7 @@ def export_final(context: TrainerContext, config: LemConfig, unet, step: int) ->
         "run_id": context.run_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (final / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(final, card)
     logger.info("final LEM written to %s", final / WEIGHTS_FILE)
     return final
 

@@ -145,16 +145,36 @@ def register_in_studio(runs_root: str | Path, run_id: str, name: str | None = No
     return model
 
 
-def studio_checkpoint(model: TrainedModel) -> tuple[str, Path] | None:
-    """``(preset checkpoint name, weights file)`` for models that replace one of the studio's checkpoints
-    (the card's ``checkpoint_key`` + ``weights``/``checkpoint``/``weights_file``); None for whole pipelines
-    such as garment models, which other tabs list with :func:`list_trained_models` instead."""
+# Cards written before the one model-card schema: kind -> (preset checkpoint, card key of its file).
+_LEGACY_WEIGHTS = {
+    "tryon_weights": (("tryon_catvton", "weights_file"),),
+    "tryoff_weights": (("tryoff_anyone", "weights_file"),),
+    "dressing_model": (("dressing_imagdressing", "checkpoint"), ("dressing_slot_loras", "slot_loras")),
+}
+
+
+def studio_checkpoints(model: TrainedModel) -> list[tuple[str, Path]]:
+    """``[(preset checkpoint name, weights file), ...]`` that "Use in studio" swaps in for ``model``.
+
+    Read from the card's ``weights`` mapping (older cards: ``checkpoint_key`` + ``weights``, or the per-kind
+    keys of :data:`_LEGACY_WEIGHTS`). Empty for a whole-folder model (a garment model, listed by the Try-on
+    tab instead). ValueError when a file is missing or points outside the model folder.
+    """
     card = model.card or {}
-    key = card.get("checkpoint_key")
-    file = card.get("weights") or card.get("checkpoint") or card.get("weights_file")
-    if not key or not file:
-        return None
-    path = (model.path / str(file)).resolve()
-    if model.path.resolve() not in path.parents:
-        raise ValueError(f"{model.path}: the model card points outside its folder ({file})")
-    return str(key), path
+    weights = card.get("weights")
+    if isinstance(weights, dict):
+        pairs = list(weights.items())
+    elif card.get("checkpoint_key") and weights:
+        pairs = [(card["checkpoint_key"], weights)]
+    else:
+        pairs = [(name, card[key]) for name, key in _LEGACY_WEIGHTS.get(model.kind, ()) if card.get(key)]
+    found = []
+    root = model.path.resolve()
+    for name, file in pairs:
+        path = (model.path / str(file)).resolve()
+        if root not in path.parents:
+            raise ValueError(f"{model.path}: the model card points outside its folder ({file})")
+        if not path.is_file():
+            raise ValueError(f"{model.path}: the model card names {file}, which is not there")
+        found.append((str(name), path))
+    return found

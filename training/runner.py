@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from training.common import (
-    CONFIG_FILE, FINAL_DIR, LOG_FILE, MODEL_CARD, SAMPLES_DIR, latest_checkpoint, list_checkpoints, read_metrics,
+    CONFIG_FILE,
+    FINAL_DIR,
+    LOG_FILE,
+    MODEL_CARD,
+    SAMPLES_DIR,
+    latest_checkpoint,
+    list_checkpoints,
+    read_metrics,
     tail,
 )
 from training.config import TrainConfig, config_to_dict, load_config, save_config

@@ -15,16 +15,21 @@ into the UNet's parameters in place (no second UNet) and can restore the base we
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 
-from pipelines.core.attention import SkipAttnProcessor, PlainAttnProcessor, processor_names, swapped_processors
+from pipelines.core.attention import PlainAttnProcessor, SkipAttnProcessor, processor_names, swapped_processors
 from pipelines.core.checkpoints import LoadReport
-from pipelines.types import CheckpointError
-from pipelines.core.sampling import RunControl, randn
+from pipelines.core.sampling import RunControl, check_steps, randn
+from pipelines.preprocess.framing import FIT_MODES
+from pipelines.preprocess.images import check_image, load_mask
+from pipelines.types import MAX_IMAGES, TRYON_CATEGORIES, CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -238,3 +243,97 @@ def _finish_set(name: str, tensors: dict[str, torch.Tensor], unet, source: str) 
     report = LoadReport(source, loaded=sorted(tensors), num_parameters=sum(t.numel() for t in tensors.values()))
     tensors = {key: t.to(device=params[key].device, dtype=params[key].dtype) for key, t in tensors.items()}
     return WeightSet(name, tensors, report)
+
+
+def inpaint_switcher(registry) -> WeightSetSwitcher:
+    """The ONE weight-set switcher around the registry's ONE inpainting UNet (LEM, try-on, try-off)."""
+    return registry.shared("inpaint_weight_sets", lambda: WeightSetSwitcher(registry.get("inpaint_unet")), "weight sets")
+
+
+# Preset checkpoint names of the CatVTON weight sets and the official file inside zhengchong/CatVTON.
+# The VAE's sampling noise uses its own generators (seed + offset + i), so it is not the same random stream
+# as the initial latent noise of the same image.
+ENCODE_SEED_OFFSET = 7919
+
+
+def check_canvas_size(height: int, width: int, multiple: int) -> None:
+    """Both sides multiples of ``multiple`` (64 for SD1.5), at most 2048, in the 3:4 (W:H) ratio."""
+    for label, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value % multiple or not multiple <= value <= 2048:
+            raise ValueError(f"{label}={value!r} must be a multiple of {multiple} between {multiple} and 2048")
+    if width * 4 != height * 3:
+        raise ValueError(
+            f"width x height = {width}x{height} is not 3:4; the try-on/try-off models were trained on 3:4 "
+            "portraits (e.g. 768x1024 or 384x512)"
+        )
+
+
+def check_common(request, categories: tuple[str, ...] = TRYON_CATEGORIES) -> None:
+    """Checks shared by try-on and try-off requests (person, category, sampler settings, mask size)."""
+    if request.person is None:
+        raise ValueError("person image is missing: upload a photo of a person")
+    check_image(request.person, "person")
+    if request.category not in categories:
+        raise ValueError(f"category={request.category!r} must be one of {', '.join(categories)}")
+    check_steps(request.num_inference_steps)
+    if not 1 <= int(request.num_images) <= MAX_IMAGES:
+        raise ValueError(f"num_images={request.num_images!r} must be between 1 and {MAX_IMAGES}")
+    if not 0 <= request.guidance_scale <= 30:
+        raise ValueError(f"guidance_scale={request.guidance_scale!r} must be between 0 and 30")
+    if not 0 <= request.eta <= 1:
+        raise ValueError(f"eta={request.eta!r} must be between 0 and 1")
+    if request.fit_mode not in FIT_MODES:
+        raise ValueError(f"fit_mode={request.fit_mode!r} must be one of {', '.join(FIT_MODES)}")
+    if request.mask is not None:
+        # Raises "mask is AxB px but the person image is CxD px" on a mismatch.
+        load_mask(request.mask, size=request.person.size, name="mask", reference_name="person image")
+    elif not request.auto_mask:
+        raise ValueError("no mask: paint the area to change or turn on the automatic mask")
+
+
+def encode_latents(vae, pixels: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
+    """(1, 3, H, W) pixels in [-1, 1] -> (B, 4, H/8, W/8) scaled latents.
+
+    With ``gens`` each row is ``latent_dist.sample(gens[i])`` (the official CatVTON encoding, reproducible
+    per image); with None the distribution mean for all rows. The encoder runs once either way.
+    """
+    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+    dist = vae.encode(pixels).latent_dist
+    if gens is None:
+        latents = dist.mean
+    else:
+        latents = torch.cat([dist.sample(generator) for generator in gens])
+    return latents * vae.config.scaling_factor
+
+
+def pixel_masked(pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``image * (mask < 0.5)``: masked pixels become 0 (mid grey in [-1, 1])."""
+    return pixels * (mask < 0.5)
+
+
+@contextlib.contextmanager
+def weight_set_active(switcher: WeightSetSwitcher, name: str) -> Iterator[Any]:
+    """Hold the shared UNet with ``name`` live for one whole run (other tabs wait rather than swap mid-run)."""
+    with switcher._lock:  # the switcher's own re-entrant lock: activate() takes it too
+        switcher.activate(name)
+        yield switcher.unet
+
+
+def shared_weight_set(registry, name: str, loader: Callable[[Path, Any, str], WeightSet]) -> WeightSetSwitcher:
+    """Register the weight set ``name`` (preset checkpoint ``name``) once per registry; return the switcher."""
+
+    switcher = inpaint_switcher(registry)
+
+    def build() -> WeightSet:
+        weight_set = loader(registry.checkpoint(name), switcher.unet, name)
+        switcher.register(weight_set)
+        return weight_set
+
+    registry.shared(f"weight_set:{name}", build, f"{name} weight set")
+    return switcher
+
+
+def concat_inputs(top: torch.Tensor, mask: torch.Tensor, bottom: torch.Tensor) -> ConcatInpaintInputs:
+    # CatVTON/TryOffAnyone mask in PIXEL space before encoding (``image * (mask < 0.5)``): the core must not
+    # zero the latent again, or the masked area would hold zeros instead of the VAE latent of grey.
+    return ConcatInpaintInputs(top=top, mask=mask, bottom=bottom, premasked=True)

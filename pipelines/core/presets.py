@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.types import check_task_defaults
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIR = REPO_ROOT / "presets" / "models"
 
@@ -85,7 +87,9 @@ def load_preset(name_or_path: str) -> ModelPreset:
         if not isinstance(value, dict) or set(value) - {"location", "filename"} or "location" not in value:
             raise ValueError(f"{path.name}: checkpoints.{key} needs 'location' (and optional 'filename')")
         checkpoints[key] = CheckpointLocation(**value)
-    return ModelPreset(checkpoints=checkpoints, **data)
+    defaults = {task: check_task_defaults(task, values, path.name)
+                for task, values in (data.pop("defaults", None) or {}).items()}
+    return ModelPreset(checkpoints=checkpoints, defaults=defaults, **data)
 
 
 def default_models_dir() -> Path:

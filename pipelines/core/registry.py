@@ -23,9 +23,10 @@ from typing import Any, Callable
 import torch
 
 from pipelines.core.checkpoints import offline_hint, resolve_file
-from pipelines.types import ModelUnavailableError
 from pipelines.core.devices import gpu_memory, module_bytes, pick_device, pick_dtype
-from pipelines.core.presets import ModelPreset, default_models_dir, load_preset
+from pipelines.core.presets import CheckpointLocation, ModelPreset, default_models_dir, load_preset
+from pipelines.core.tiny import build_tiny_model_set
+from pipelines.types import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +120,11 @@ class ModelRegistry:
         self._scheduler_config: dict | None = None
 
     # ----------------------------------------------------------------------------------------- loading
-    def _ensure_tiny(self) -> None:
-        if self.preset.tiny:
-            from pipelines.core.tiny import build_tiny_model_set
-
-            build_tiny_model_set(self.tiny_root)
+    def ensure_tiny_models(self) -> Path | None:
+        """Build the tiny model set when this is the tiny preset (idempotent); its folder, else None."""
+        if not self.preset.tiny:
+            return None
+        return build_tiny_model_set(self.tiny_root)
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         module.requires_grad_(False).eval()
@@ -173,7 +174,7 @@ class ModelRegistry:
         """A shared component, loaded on first use."""
         with self._lock:
             if name not in self._objects:
-                self._ensure_tiny()
+                self.ensure_tiny_models()
                 start = time.perf_counter()
                 obj, source = self._load_component(name)
                 self._remember(name, obj, "component", source, time.perf_counter() - start)
@@ -183,7 +184,7 @@ class ModelRegistry:
         """Build ``factory()`` once per registry and share it (pipelines, reference UNets, weight sets)."""
         with self._lock:
             if key not in self._objects:
-                self._ensure_tiny()
+                self.ensure_tiny_models()
                 start = time.perf_counter()
                 obj = factory()
                 self._remember(key, obj, "shared", source or key, time.perf_counter() - start)
@@ -203,7 +204,7 @@ class ModelRegistry:
 
     def checkpoint(self, name: str) -> Path:
         """Local path of a method checkpoint named in the preset (downloading it if needed and possible)."""
-        self._ensure_tiny()
+        self.ensure_tiny_models()
         if name not in self.preset.checkpoints:
             raise ModelUnavailableError(f"preset {self.preset.name!r} has no checkpoint {name!r}")
         entry = self.preset.checkpoints[name]
@@ -219,8 +220,6 @@ class ModelRegistry:
     def use_checkpoint(self, name: str, path: str | Path) -> None:
         """Point checkpoint ``name`` at a local file (e.g. a fine-tune's output) and drop what was built from
         the old one, so the next generation loads the new weights ("Use in studio")."""
-        from pipelines.core.presets import CheckpointLocation
-
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path} is not a checkpoint file")
@@ -243,7 +242,7 @@ class ModelRegistry:
 
         with self._lock:
             if self._scheduler_config is None:
-                self._ensure_tiny()
+                self.ensure_tiny_models()
                 try:
                     base = from_pretrained(DDIMScheduler, self.preset.base_model, subfolder="scheduler").config
                 except (ModelUnavailableError, OSError, ValueError):

@@ -5,7 +5,7 @@ The studio never fakes a model: the ``tiny`` preset and the test-suite build the
 ``save_pretrained`` into folders laid out like the hub repositories, and then load them through the
 same ``from_pretrained`` code a real user hits. Official checkpoint files (GAM, colour adapter, LEM,
 CatVTON, TryOffAnyone, IMAGDressing) are written in their published key layouts by the writer
-functions that each pipeline module registers in ``OFFICIAL_CHECKPOINT_WRITERS``.
+functions each method package declares in its ``TINY_CHECKPOINTS``.
 
 Geometry mirrors SD1.5 where it matters: the VAE downsamples by 8 with 4 latent channels, the UNets
 have cross-attention blocks at the two highest resolutions plus a cross-attention mid block, and
@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable
 
 import torch
+
+from pipelines import declared, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -183,29 +184,6 @@ def _save_sd_folder(root: Path, in_channels: int, seed: int) -> None:
     )
 
 
-# name -> writer(root_dir) that writes one official-layout checkpoint file in <root>/checkpoints and
-# returns its path. Pipeline modules append to this list (see pipelines/garment.py etc.).
-OFFICIAL_CHECKPOINT_WRITERS: dict[str, str] = {
-    # name: "module:function"  (imported lazily so tiny.py stays import-light)
-    "garment_gam": "pipelines.garment.checkpoints:write_tiny_gam_checkpoint",
-    "garment_color": "pipelines.garment.checkpoints:write_tiny_color_checkpoint",
-    "garment_lem": "pipelines.garment.checkpoints:write_tiny_lem_checkpoint",
-    "tryon_catvton": "pipelines.tryon.pipeline:write_tiny_catvton",
-    "tryoff_anyone": "pipelines.tryoff.pipeline:write_tiny_tryoffanyone",
-    "dressing_imagdressing": "pipelines.dressing.checkpoints:write_tiny_imagdressing",
-    # Tiny SAM so click-to-refine runs end to end offline. No tiny SegFormer in the preset: random weights
-    # would give random masks, while the mediapipe fallback gives real masks on a real photo.
-    "sam": "pipelines.preprocess.masks:write_tiny_sam",
-}
-
-
-def _resolve(spec: str) -> Callable[[Path], Path]:
-    import importlib
-
-    module_name, func_name = spec.split(":")
-    return getattr(importlib.import_module(module_name), func_name)
-
-
 def build_tiny_model_set(root: str | Path, force: bool = False) -> Path:
     """Write the whole tiny model set to ``root`` (idempotent; ~1-2 s) and return ``root``.
 
@@ -215,11 +193,12 @@ def build_tiny_model_set(root: str | Path, force: bool = False) -> Path:
       vae/             a standalone VAE repo (like stabilityai/sd-vae-ft-mse)
       image_encoder/   CLIPVisionModelWithProjection + preprocessor (like h94/IP-Adapter models/image_encoder)
       controlnet_openpose/  ControlNetModel (like lllyasviel/control_v11p_sd15_openpose)
-      checkpoints/     official-layout method checkpoints written by OFFICIAL_CHECKPOINT_WRITERS
+      checkpoints/     official-layout method checkpoints (each method's TINY_CHECKPOINTS)
     """
     root = Path(root)
     marker = root / "tiny_layout.json"
-    wanted = {"version": TINY_LAYOUT_VERSION, "writers": sorted(OFFICIAL_CHECKPOINT_WRITERS)}
+    writers = declared("TINY_CHECKPOINTS")
+    wanted = {"version": TINY_LAYOUT_VERSION, "writers": sorted(writers)}
     if not force and marker.exists():
         try:
             if json.loads(marker.read_text()) == wanted:
@@ -235,8 +214,8 @@ def build_tiny_model_set(root: str | Path, force: bool = False) -> Path:
     tiny_image_processor().save_pretrained(root / "image_encoder")
     tiny_controlnet(tiny_unet(4, seed=3)).save_pretrained(root / "controlnet_openpose", safe_serialization=True)
     (root / "checkpoints").mkdir(exist_ok=True)
-    for name, spec in OFFICIAL_CHECKPOINT_WRITERS.items():
-        path = _resolve(spec)(root)
+    for name, spec in writers.items():
+        path = resolve(spec)(root)
         logger.info("tiny checkpoint %s -> %s", name, path)
     marker.write_text(json.dumps(wanted))
     return root

@@ -2,6 +2,6 @@
 
 import sys
 
-from pipelines.dressing.pipeline import main
+from pipelines.dressing.cli import main
 
 sys.exit(main())

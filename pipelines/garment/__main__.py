@@ -2,6 +2,6 @@
 
 import sys
 
-from pipelines.garment.pipeline import main
+from pipelines.garment.cli import main
 
 sys.exit(main())

@@ -20,14 +20,15 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
 from pipelines.core.checkpoints import load_strict, offline_hint, read_state_dict
-from pipelines.types import CheckpointError, ModelUnavailableError
+from pipelines.preprocess.images import load_mask
 from pipelines.preprocess.pose import BodyLandmarks, detect_body_landmarks
+from pipelines.types import CheckpointError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -743,3 +744,45 @@ class SamRefiner:
             multimask_output=False,
         )
         return _to_pil(masks[int(np.argmax(scores))])
+
+
+def masker_factory(registry) -> Callable[[], Any]:
+    """A lazy, registry-shared AutoMasker (SegFormer from the preset, mediapipe fallback)."""
+
+    def build():
+        from pipelines.preprocess.masks import AutoMasker
+
+        return registry.shared(
+            "auto_masker", lambda: AutoMasker(registry.preset.segformer, device=str(registry.device)), "auto masker"
+        )
+
+    return build
+
+
+def resolve_mask(
+    person: Image.Image,
+    painted: Image.Image | None,
+    auto_mask: bool,
+    category: str,
+    masker: Callable[[], Any] | Any | None,
+    kind: str = "tryon",
+) -> tuple[Image.Image, str, str]:
+    """(mask at the person's size, source, note). A non-empty painted mask always overrides the automatic one."""
+    if painted is not None:
+        mask = load_mask(painted, size=person.size, name="mask", reference_name="person image")
+        if np.asarray(mask).any():
+            return mask, "painted", ""
+        if not auto_mask:
+            raise ValueError("the painted mask is empty: paint the area to change or turn on the automatic mask")
+    if not auto_mask:
+        raise ValueError("no mask: paint the area to change or turn on the automatic mask")
+    if masker is None:
+        raise ValueError("no automatic masker is available: paint the area to change")
+    if callable(masker) and not hasattr(masker, "tryon_mask"):
+        masker = masker()
+    result = masker.tryon_mask(person, category) if kind == "tryon" else masker.tryoff_mask(person, category)
+    if not np.asarray(result.mask).any():
+        raise ValueError(
+            f"the automatic mask found no {category} garment in the person image; paint the mask by hand"
+        )
+    return result.mask.convert("L"), result.source, result.note

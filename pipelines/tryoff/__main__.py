@@ -2,6 +2,6 @@
 
 import sys
 
-from pipelines.tryoff.pipeline import main
+from pipelines.tryoff.cli import main
 
 sys.exit(main())

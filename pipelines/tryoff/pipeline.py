@@ -25,115 +25,44 @@ Command line: ``python -m pipelines.tryoff --help``.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.core.checkpoints import drop_leading, read_state_dict
-from pipelines.types import CheckpointError
-from pipelines.core.sampling import RunControl, generators, image_to_tensor, mask_to_tensor, resolve_seed, tensor_to_images, vae_decode
-from pipelines.core.concat_inpaint import ConcatInpaintConfig, WeightSet, WeightSetSwitcher, _finish_set, concat_inpaint_denoise
-from pipelines.preprocess.images import to_rgb
-from pipelines.preprocess.framing import fit_mask, fit_to_canvas
-from pipelines.tryon.pipeline import (
+from pipelines.core.concat_inpaint import (
     ENCODE_SEED_OFFSET,
-    add_common_arguments,
+    ConcatInpaintConfig,
+    WeightSetSwitcher,
     check_canvas_size,
     check_common,
+    concat_inpaint_denoise,
     concat_inputs,
     encode_latents,
-    image_files,
-    make_registry,
-    mask_for,
-    masker_factory,
     pixel_masked,
-    resolve_mask,
-    save_results,
     shared_weight_set,
     weight_set_active,
 )
+from pipelines.core.sampling import (
+    RunControl,
+    generators,
+    image_to_tensor,
+    mask_to_tensor,
+    resolve_seed,
+    tensor_to_images,
+    vae_decode,
+)
+from pipelines.preprocess.framing import fit_mask, fit_to_canvas
+from pipelines.preprocess.images import to_rgb
+from pipelines.preprocess.masks import masker_factory, resolve_mask
+from pipelines.tryoff.checkpoints import CHECKPOINT_NAME, load_tryoffanyone
 from pipelines.types import BACKGROUNDS, TRYOFF_CATEGORIES, TryOffRequest, TryOffResult
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "tryoff_anyone"
-OFFICIAL_FILENAME = "model.safetensors"
 # --------------------------------------------------------------------------------------------- loader
-def transformer_groups(unet) -> list[str]:
-    """Module names of the ``attentions`` ModuleLists in TryOffAnyone's order: down blocks, MID, up blocks."""
-    groups = [f"down_blocks.{i}.attentions" for i, block in enumerate(unet.down_blocks) if getattr(block, "attentions", None)]
-    if getattr(unet.mid_block, "attentions", None):
-        groups.append("mid_block.attentions")
-    groups += [f"up_blocks.{i}.attentions" for i, block in enumerate(unet.up_blocks) if getattr(block, "attentions", None)]
-    return groups
-
-
-def tryoff_key_map(unet) -> dict[str, str]:
-    """Official key ``{i}.{j}.param`` -> the UNet parameter name ``<group i>.{j}.param``."""
-    mapping: dict[str, str] = {}
-    for i, group in enumerate(transformer_groups(unet)):
-        for j, block in enumerate(unet.get_submodule(group)):
-            for name, _ in block.named_parameters():
-                mapping[f"{i}.{j}.{name}"] = f"{group}.{j}.{name}"
-    return mapping
-
-
-def load_tryoffanyone(path: str | Path, inpaint_unet, name: str = CHECKPOINT_NAME) -> WeightSet:
-    """The TryOffAnyone weight set (whole transformer blocks minus the unused attn2) for the inpainting UNet.
-
-    Raises :class:`CheckpointError` naming the file and the first missing / unexpected / mis-shaped keys.
-    """
-    path = Path(path)
-    state = drop_leading(read_state_dict(path), "module.")
-    bad = sorted(key for key, value in state.items() if not isinstance(value, torch.Tensor))
-    if bad:
-        raise CheckpointError(f"{path.name}: non-tensor entries {', '.join(bad[:5])}")
-    mapping = tryoff_key_map(inpaint_unet)
-    missing = sorted(set(mapping) - set(state))
-    unexpected = sorted(set(state) - set(mapping))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])} ({len(missing)} in all)")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])} ({len(unexpected)} in all)")
-        raise CheckpointError(
-            f"{path.name}: not a TryOffAnyone weight set for this UNet "
-            f"({len(transformer_groups(inpaint_unet))} transformer groups): " + "; ".join(parts)
-        )
-    tensors = {mapping[key]: value for key, value in state.items()}
-    skipped = sorted(key for key in tensors if ".attn2." in key)
-    # Shape-check everything (attn2 included) so a wrong file fails loudly, then drop attn2.
-    _finish_set(name, {key: tensors[key] for key in skipped}, inpaint_unet, f"{path.name} (attn2)")
-    weight_set = _finish_set(name, {k: v for k, v in tensors.items() if k not in skipped}, inpaint_unet, path.name)
-    weight_set.report.ignored.extend(skipped)
-    logger.info(weight_set.report.summary())
-    return weight_set
-
-
-def write_tiny_tryoffanyone(root: str | Path) -> Path:
-    """A tiny TryOffAnyone file in the official ``{i}.{j}.param`` layout for the tiny inpainting UNet."""
-    from safetensors.torch import save_file
-
-    from pipelines.core.tiny import tiny_unet
-
-    unet = tiny_unet(9, seed=1)  # the same base as the tiny inpaint model
-    params = dict(unet.named_parameters())
-    torch.manual_seed(23)
-    state = {
-        key: (params[target] + 0.2 * torch.randn_like(params[target])).detach().contiguous()
-        for key, target in tryoff_key_map(unet).items()
-    }
-    path = Path(root) / "checkpoints" / "tryoffanyone" / OFFICIAL_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return path
 
 
 # ------------------------------------------------------------------------------------- post-processing
@@ -272,62 +201,3 @@ def run_task(registry, params: dict[str, Any], control: RunControl):
     per_image = [dict(result.params, seed=seed, num_images=1) for seed in result.seeds]
     return TaskResult(result.images, per_image, {"mask": result.mask, "mask_source": result.mask_source,
                                                  "note": result.note, "raw_images": result.raw_images})
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.tryoff",
-        description="Virtual try-off (TryOffAnyone): the worn garment as a product photo. PNGs carry their parameters.",
-    )
-    add_common_arguments(parser)
-    parser.set_defaults(category="upper")
-    for action in parser._actions:
-        if action.dest == "category":
-            action.choices = TRYOFF_CATEGORIES
-    parser.add_argument("--weights", help="TryOffAnyone weights: local file/folder or hub id (ixarchakos/tryOffAnyone)")
-    parser.add_argument("--background", default="white", choices=BACKGROUNDS)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from pipelines.preprocess.images import load_image, load_mask
-
-        if args.mask and args.auto_mask:
-            raise ValueError("give either --mask or --auto_mask, not both")
-        registry = make_registry(args, CHECKPOINT_NAME, OFFICIAL_FILENAME)
-        defaults = registry.defaults("tryoff")
-        people = image_files(args.person, "person")
-        pipeline = TryOffAnyonePipeline.from_registry(registry)
-        output = Path(args.output_path)
-        for person_path in people:
-            mask_path = mask_for(args.mask, person_path, len(people) > 1)
-            request = TryOffRequest(
-                person=load_image(person_path, "person"),
-                category=args.category,
-                mask=load_mask(mask_path, name="mask") if mask_path else None,
-                auto_mask=mask_path is None,
-                height=args.height or defaults.get("height", 512),
-                width=args.width or defaults.get("width", 384),
-                num_inference_steps=args.steps or defaults.get("steps", 50),
-                guidance_scale=args.guidance_scale if args.guidance_scale is not None else defaults.get("guidance_scale", 2.5),
-                seed=args.seed if args.seed is not None else defaults.get("seed", 36),
-                num_images=args.num_images,
-                eta=args.eta,
-                fit_mode=args.fit_mode,
-                background=args.background,
-            )
-            result = pipeline(request)
-            for path in save_results(result, output, f"{person_path.stem}__tryoff", len(people) == 1, registry.preset.name):
-                print(f"wrote {path}")
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

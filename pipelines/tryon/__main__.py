@@ -2,6 +2,6 @@
 
 import sys
 
-from pipelines.tryon.pipeline import main
+from pipelines.tryon.cli import main
 
 sys.exit(main())

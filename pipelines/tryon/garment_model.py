@@ -104,7 +104,7 @@ class GarmentModelTryOnPipeline:
     @classmethod
     def from_registry(cls, registry, folder: str | Path) -> "GarmentModelTryOnPipeline":
         """Keep ONE garment model resident in the registry; loading another replaces it."""
-        from pipelines.tryon.pipeline import masker_factory
+        from pipelines.preprocess.masks import masker_factory
 
         info = read_garment_model(folder)
         if registry.is_loaded("garment_model"):
@@ -132,8 +132,8 @@ class GarmentModelTryOnPipeline:
         return self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
 
     def check_inputs(self, request: TryOnRequest) -> None:
+        from pipelines.core.concat_inpaint import check_canvas_size, check_common
         from pipelines.preprocess.images import check_image
-        from pipelines.tryon.pipeline import check_canvas_size, check_common
 
         check_common(request)
         check_canvas_size(request.height, request.width, self.size_multiple)
@@ -149,9 +149,9 @@ class GarmentModelTryOnPipeline:
 
     def _generate(self, request: TryOnRequest, control: RunControl | None) -> TryOnResult:
         from pipelines.core.sampling import RunControl, generators, resolve_seed
-        from pipelines.preprocess.images import to_rgb
         from pipelines.preprocess.framing import fit_mask, fit_to_canvas, paste_back
-        from pipelines.tryon.pipeline import resolve_mask
+        from pipelines.preprocess.images import to_rgb
+        from pipelines.preprocess.masks import resolve_mask
         from pipelines.types import TryOnResult
 
         self.check_inputs(request)

@@ -19,22 +19,29 @@ Command line: ``python -m pipelines.tryon --help``.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.core.checkpoints import read_state_dict
-from pipelines.types import CheckpointError, ModelUnavailableError
+from pipelines.core.concat_inpaint import (
+    ENCODE_SEED_OFFSET,
+    ConcatInpaintConfig,
+    WeightSetSwitcher,
+    check_canvas_size,
+    check_common,
+    concat_inpaint_denoise,
+    concat_inputs,
+    encode_latents,
+    pixel_masked,
+    shared_weight_set,
+    weight_set_active,
+)
 from pipelines.core.sampling import (
     RunControl,
-    check_steps,
     generators,
     image_to_tensor,
     mask_to_tensor,
@@ -42,194 +49,20 @@ from pipelines.core.sampling import (
     tensor_to_images,
     vae_decode,
 )
-from pipelines.core.concat_inpaint import (
-    ConcatInpaintConfig,
-    ConcatInpaintInputs,
-    WeightSet,
-    WeightSetSwitcher,
-    attn1_set_from_indexed,
-    concat_inpaint_denoise,
-)
+from pipelines.preprocess.framing import fit_mask, fit_to_canvas, pad_garment, paste_back
 from pipelines.preprocess.images import check_image, load_image, load_mask, to_rgb
-from pipelines.preprocess.framing import FIT_MODES, fit_mask, fit_to_canvas, pad_garment, paste_back
-from pipelines.types import CATVTON_VARIANTS, MAX_IMAGES, TRYON_CATEGORIES, TryOnRequest, TryOnResult
+from pipelines.preprocess.masks import masker_factory, resolve_mask
+from pipelines.tryon.checkpoints import load_catvton
+from pipelines.types import TRYON_CATEGORIES, ModelUnavailableError, TryOnRequest, TryOnResult
 
 logger = logging.getLogger(__name__)
-
-# Preset checkpoint names of the CatVTON weight sets and the official file inside zhengchong/CatVTON.
-# The VAE's sampling noise uses its own generators (seed + offset + i), so it is not the same random stream
-# as the initial latent noise of the same image.
-ENCODE_SEED_OFFSET = 7919
 
 
 # ---------------------------------------------------------------------------------------- request/result
 # ---------------------------------------------------------------------------------------- shared helpers
-def check_canvas_size(height: int, width: int, multiple: int) -> None:
-    """Both sides multiples of ``multiple`` (64 for SD1.5), at most 2048, in the 3:4 (W:H) ratio."""
-    for label, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or isinstance(value, bool) or value % multiple or not multiple <= value <= 2048:
-            raise ValueError(f"{label}={value!r} must be a multiple of {multiple} between {multiple} and 2048")
-    if width * 4 != height * 3:
-        raise ValueError(
-            f"width x height = {width}x{height} is not 3:4; the try-on/try-off models were trained on 3:4 "
-            "portraits (e.g. 768x1024 or 384x512)"
-        )
-
-
-def check_common(request, categories: tuple[str, ...] = TRYON_CATEGORIES) -> None:
-    """Checks shared by try-on and try-off requests (person, category, sampler settings, mask size)."""
-    if request.person is None:
-        raise ValueError("person image is missing: upload a photo of a person")
-    check_image(request.person, "person")
-    if request.category not in categories:
-        raise ValueError(f"category={request.category!r} must be one of {', '.join(categories)}")
-    check_steps(request.num_inference_steps)
-    if not 1 <= int(request.num_images) <= MAX_IMAGES:
-        raise ValueError(f"num_images={request.num_images!r} must be between 1 and {MAX_IMAGES}")
-    if not 0 <= request.guidance_scale <= 30:
-        raise ValueError(f"guidance_scale={request.guidance_scale!r} must be between 0 and 30")
-    if not 0 <= request.eta <= 1:
-        raise ValueError(f"eta={request.eta!r} must be between 0 and 1")
-    if request.fit_mode not in FIT_MODES:
-        raise ValueError(f"fit_mode={request.fit_mode!r} must be one of {', '.join(FIT_MODES)}")
-    if request.mask is not None:
-        # Raises "mask is AxB px but the person image is CxD px" on a mismatch.
-        load_mask(request.mask, size=request.person.size, name="mask", reference_name="person image")
-    elif not request.auto_mask:
-        raise ValueError("no mask: paint the area to change or turn on the automatic mask")
-
-
-def masker_factory(registry) -> Callable[[], Any]:
-    """A lazy, registry-shared AutoMasker (SegFormer from the preset, mediapipe fallback)."""
-
-    def build():
-        from pipelines.preprocess.masks import AutoMasker
-
-        return registry.shared(
-            "auto_masker", lambda: AutoMasker(registry.preset.segformer, device=str(registry.device)), "auto masker"
-        )
-
-    return build
-
-
-def resolve_mask(
-    person: Image.Image,
-    painted: Image.Image | None,
-    auto_mask: bool,
-    category: str,
-    masker: Callable[[], Any] | Any | None,
-    kind: str = "tryon",
-) -> tuple[Image.Image, str, str]:
-    """(mask at the person's size, source, note). A non-empty painted mask always overrides the automatic one."""
-    if painted is not None:
-        mask = load_mask(painted, size=person.size, name="mask", reference_name="person image")
-        if np.asarray(mask).any():
-            return mask, "painted", ""
-        if not auto_mask:
-            raise ValueError("the painted mask is empty: paint the area to change or turn on the automatic mask")
-    if not auto_mask:
-        raise ValueError("no mask: paint the area to change or turn on the automatic mask")
-    if masker is None:
-        raise ValueError("no automatic masker is available: paint the area to change")
-    if callable(masker) and not hasattr(masker, "tryon_mask"):
-        masker = masker()
-    result = masker.tryon_mask(person, category) if kind == "tryon" else masker.tryoff_mask(person, category)
-    if not np.asarray(result.mask).any():
-        raise ValueError(
-            f"the automatic mask found no {category} garment in the person image; paint the mask by hand"
-        )
-    return result.mask.convert("L"), result.source, result.note
-
-
-def encode_latents(vae, pixels: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
-    """(1, 3, H, W) pixels in [-1, 1] -> (B, 4, H/8, W/8) scaled latents.
-
-    With ``gens`` each row is ``latent_dist.sample(gens[i])`` (the official CatVTON encoding, reproducible
-    per image); with None the distribution mean for all rows. The encoder runs once either way.
-    """
-    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
-    dist = vae.encode(pixels).latent_dist
-    if gens is None:
-        latents = dist.mean
-    else:
-        latents = torch.cat([dist.sample(generator) for generator in gens])
-    return latents * vae.config.scaling_factor
-
-
-def pixel_masked(pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``image * (mask < 0.5)``: masked pixels become 0 (mid grey in [-1, 1])."""
-    return pixels * (mask < 0.5)
-
-
-@contextlib.contextmanager
-def weight_set_active(switcher: WeightSetSwitcher, name: str) -> Iterator[Any]:
-    """Hold the shared UNet with ``name`` live for one whole run (other tabs wait rather than swap mid-run)."""
-    with switcher._lock:  # the switcher's own re-entrant lock: activate() takes it too
-        switcher.activate(name)
-        yield switcher.unet
-
-
-def shared_weight_set(registry, name: str, loader: Callable[[Path, Any, str], WeightSet]) -> WeightSetSwitcher:
-    """Register the weight set ``name`` (preset checkpoint ``name``) once per registry; return the switcher."""
-    from pipelines.garment.pipeline import inpaint_switcher
-
-    switcher = inpaint_switcher(registry)
-
-    def build() -> WeightSet:
-        weight_set = loader(registry.checkpoint(name), switcher.unet, name)
-        switcher.register(weight_set)
-        return weight_set
-
-    registry.shared(f"weight_set:{name}", build, f"{name} weight set")
-    return switcher
-
-
-def concat_inputs(top: torch.Tensor, mask: torch.Tensor, bottom: torch.Tensor) -> ConcatInpaintInputs:
-    # CatVTON/TryOffAnyone mask in PIXEL space before encoding (``image * (mask < 0.5)``): the core must not
-    # zero the latent again, or the masked area would hold zeros instead of the VAE latent of grey.
-    return ConcatInpaintInputs(top=top, mask=mask, bottom=bottom, premasked=True)
 
 
 # ---------------------------------------------------------------------------------------------- loader
-def load_catvton(path: str | Path, inpaint_unet, name: str = "tryon_catvton") -> WeightSet:
-    """The CatVTON attn1 weight set from ``<variant>/attention/model.safetensors``.
-
-    The file holds ``{8k}.to_q.weight``, ``.to_k.weight``, ``.to_v.weight``, ``.to_out.0.weight``,
-    ``.to_out.0.bias`` for the k-th attn1 layer in ``named_modules`` order (80 tensors for SD1.5).
-    Raises :class:`CheckpointError` naming the file and the missing/unexpected/mis-shaped keys.
-    """
-    path = Path(path)
-    state = read_state_dict(path)
-    bad = sorted(key for key, value in state.items() if not isinstance(value, torch.Tensor))
-    if bad:
-        raise CheckpointError(f"{path.name}: non-tensor entries {', '.join(bad[:5])}")
-    weight_set = attn1_set_from_indexed(state, inpaint_unet, name, path.name)
-    logger.info(weight_set.report.summary())
-    return weight_set
-
-
-def write_tiny_catvton(root: str | Path) -> Path:
-    """A tiny CatVTON file in the official layout (``{8k}.to_q.weight`` ...) for the tiny inpainting UNet."""
-    from safetensors.torch import save_file
-
-    from pipelines.core.attention import attn1_modules
-    from pipelines.core.tiny import tiny_unet
-
-    unet = tiny_unet(9, seed=1)  # the same base as the tiny inpaint model
-    torch.manual_seed(21)
-    state: dict[str, torch.Tensor] = {}
-    for k, (_, module) in enumerate(attn1_modules(unet)):
-        for proj, tensor in (
-            ("to_q.weight", module.to_q.weight), ("to_k.weight", module.to_k.weight),
-            ("to_v.weight", module.to_v.weight), ("to_out.0.weight", module.to_out[0].weight),
-            ("to_out.0.bias", module.to_out[0].bias),
-        ):
-            # A clear change from the base so a test can tell the weight sets apart.
-            state[f"{8 * k}.{proj}"] = (tensor + 0.2 * torch.randn_like(tensor)).detach().contiguous()
-    path = Path(root) / "checkpoints" / "catvton" / "attention" / "model.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return path
 
 
 # -------------------------------------------------------------------------------------------- pipeline
@@ -417,183 +250,3 @@ def run_sam_task(registry, params: dict[str, Any], control: RunControl | None = 
     refiner.set_image(person)
     mask = refiner.refine(params.get("points_pos") or (), params.get("points_neg") or (), base_mask=base)
     return TaskResult([mask_overlay(person, mask)], [{"task": "sam"}], {"mask": mask, "mask_source": "sam"})
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def image_files(path: str | Path, what: str) -> list[Path]:
-    """One image file, or every image in a folder (sorted); ValueError when there is none."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-        if not files:
-            raise ValueError(f"{what} folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return files
-    if not path.exists():
-        raise ValueError(f"{what}: {path} does not exist")
-    return [path]
-
-
-def pair_people_with_garments(people: list[Path], garments: list[Path]) -> list[tuple[Path, Path]]:
-    """Pairs to run: one garment -> every person; folders with the same file stems -> paired by name
-    (the VITON-HD "paired" layout); otherwise every person with every garment."""
-    if len(garments) == 1:
-        return [(person, garments[0]) for person in people]
-    by_stem = {garment.stem: garment for garment in garments}
-    if all(person.stem in by_stem for person in people):
-        return [(person, by_stem[person.stem]) for person in people]
-    return [(person, garment) for person in people for garment in garments]
-
-
-def mask_for(mask_arg: str | None, person: Path, many: bool) -> Path | None:
-    """``--mask``: a file (one person) or a folder holding ``<person stem>.png`` (or any image suffix)."""
-    if not mask_arg:
-        return None
-    path = Path(mask_arg).expanduser()
-    if path.is_dir():
-        for suffix in IMAGE_SUFFIXES:
-            candidate = path / f"{person.stem}{suffix}"
-            if candidate.exists():
-                return candidate
-        raise ValueError(f"mask folder {path} has no mask named {person.stem}.png for {person.name}")
-    if many:
-        raise ValueError("--mask must be a folder of masks named like the person images when --person is a folder")
-    return path
-
-
-def weights_location(weights: str, default_filename: str):
-    """``--weights``: a local file, a local folder (the file inside it) or a hub id (+ the official filename)."""
-    from pipelines.core.presets import CheckpointLocation
-
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return CheckpointLocation(str(path))
-    if path.is_dir():
-        for candidate in (path / default_filename, path / "attention" / "model.safetensors", path / "model.safetensors"):
-            if candidate.is_file():
-                return CheckpointLocation(str(candidate))
-        raise ValueError(f"--weights folder {path} holds neither {default_filename} nor model.safetensors")
-    return CheckpointLocation(weights, default_filename)
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--person", required=True, help="person photo, or a folder of person photos")
-    parser.add_argument("--category", default="upper", choices=TRYON_CATEGORIES)
-    parser.add_argument("--mask", help="painted mask (white = change), or a folder of masks named like the photos")
-    parser.add_argument("--auto_mask", action="store_true", help="build masks automatically (default without --mask)")
-    parser.add_argument("--preset", default="sd15", help="model preset name or YAML file (sd15, tiny)")
-    parser.add_argument("--inpaint_model", help="SD1.5-inpainting model (hub id or local folder)")
-    parser.add_argument("--vae", help="VAE (hub id or local folder); the methods were trained with sd-vae-ft-mse")
-    parser.add_argument("--segformer", help="clothes parser for automatic masks (hub id or local folder)")
-    parser.add_argument("--output_path", default="outputs/cli", help="output folder (or a .png file for one image)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: best available)")
-    parser.add_argument("--dtype", default=None, help="fp16, bf16, fp32 (default: fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance_scale", type=float, default=None)
-    parser.add_argument("--eta", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=None, help="-1 = random")
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--num_images", type=int, default=1)
-    parser.add_argument("--fit_mode", default="crop", choices=FIT_MODES)
-    parser.add_argument("--models_dir", default=None, help="where the tiny preset builds its models")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.tryon",
-        description="Virtual try-on (CatVTON): dress the person(s) in the garment(s). PNGs carry their parameters.",
-    )
-    add_common_arguments(parser)
-    parser.add_argument("--garment", help="garment photo, or a folder of garment photos")
-    parser.add_argument("--variant", default="tryon_catvton", choices=sorted(CATVTON_VARIANTS),
-                        help="tryon_catvton = mix-48k-1024, tryon_catvton_512 = vitonhd-16k-512")
-    parser.add_argument("--weights", help="CatVTON attention weights: local file/folder or hub id (zhengchong/CatVTON)")
-    parser.add_argument("--no_repaint", action="store_true", help="return the raw canvas instead of pasting back")
-    parser.add_argument("--garment_model", help="a fine-tuned garment model folder (atelier_model.json) instead of CatVTON")
-    parser.add_argument("--prompt", default=None, help="garment model mode: the prompt (default: the model's own)")
-    return parser
-
-
-def make_registry(args, checkpoint: str | None = None, default_filename: str = ""):
-    from pipelines.core.presets import load_preset
-    from pipelines.core.registry import ModelRegistry
-
-    preset = load_preset(args.preset).override(inpaint_model=args.inpaint_model, vae=args.vae, segformer=args.segformer)
-    if checkpoint and getattr(args, "weights", None):
-        preset.checkpoints[checkpoint] = weights_location(args.weights, default_filename)
-    return ModelRegistry(preset, device=args.device, dtype=args.dtype, models_dir=args.models_dir)
-
-
-def save_results(result, output: Path, stem: str, single: bool, preset_name: str) -> list[Path]:
-    from pipelines.preprocess.images import save_png_with_params
-
-    written = []
-    for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
-        if single and output.suffix.lower() == ".png" and len(result.images) == 1:
-            target = output
-        else:
-            target = output / f"{stem}_{seed}_{index}.png"
-        params = dict(result.params, seed=seed, num_images=1, preset=preset_name)
-        written.append(save_png_with_params(image, target, params))
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    written: list[Path] = []
-    try:
-        if args.mask and args.auto_mask:
-            raise ValueError("give either --mask or --auto_mask, not both")
-        registry = make_registry(args, args.variant, CATVTON_VARIANTS[args.variant])
-        defaults = registry.defaults("tryon")
-        people = image_files(args.person, "person")
-        if args.garment_model:
-            from pipelines.tryon.garment_model import GarmentModelTryOnPipeline
-
-            pipeline = GarmentModelTryOnPipeline.from_registry(registry, args.garment_model)
-            pairs = [(person, None) for person in people]
-            if args.garment:
-                raise ValueError("--garment_model works from the prompt; leave out --garment")
-        else:
-            if not args.garment:
-                raise ValueError("--garment is required (a garment photo or a folder of them)")
-            pipeline = CatVTONPipeline.from_registry(registry, args.variant)
-            pairs = pair_people_with_garments(people, image_files(args.garment, "garment"))
-        output = Path(args.output_path)
-        for person_path, garment_path in pairs:
-            mask_path = mask_for(args.mask, person_path, len(people) > 1)
-            request = TryOnRequest(
-                person=load_image(person_path, "person"),
-                garment=load_image(garment_path, "garment") if garment_path else None,
-                category=args.category,
-                mask=load_mask(mask_path, name="mask") if mask_path else None,
-                auto_mask=mask_path is None,
-                height=args.height or defaults.get("height", 1024),
-                width=args.width or defaults.get("width", 768),
-                num_inference_steps=args.steps or defaults.get("steps", 50),
-                guidance_scale=args.guidance_scale if args.guidance_scale is not None
-                else (7.5 if args.garment_model else defaults.get("guidance_scale", 2.5)),
-                seed=args.seed if args.seed is not None else defaults.get("seed", 42),
-                num_images=args.num_images,
-                eta=args.eta,
-                repaint=not args.no_repaint,
-                fit_mode=args.fit_mode,
-                prompt=args.prompt or "",
-            )
-            result = pipeline(request)
-            stem = person_path.stem + (f"__{garment_path.stem}" if garment_path else "")
-            written += save_results(result, output, stem, len(pairs) == 1, registry.preset.name)
-            for path in written[-len(result.images):]:
-                print(f"wrote {path}")
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -150,7 +150,7 @@ def build_request(values: dict[str, Any], defaults: dict[str, Any]) -> tuple[dic
 # ----------------------------------------------------------------------------------------------- tab
 def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
     """Build the tab inside an open ``gr.Blocks``/``gr.Tab``; returns its components by name."""
-    defaults = ctx.service.registry.defaults("garment")
+    defaults = ctx.service.defaults("garment")
     palettes = load_yaml("palettes.yaml")
     styles = list(load_yaml("styles.yaml"))
     f: dict[str, Any] = {}  # field name -> component
@@ -207,7 +207,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
                 random_button = gr.Button("Random", scale=0, min_width=70, elem_id="design-seed-random")
                 reuse_button = gr.Button("Reuse last", scale=0, min_width=90, elem_id="design-seed-reuse")
             with gr.Row():
-                f["steps"] = gr.Slider(1, 100, value=int(defaults.get("steps", 50)), step=1, label="Steps", elem_id="design-steps")
+                f["steps"] = gr.Slider(1, 100, value=int(defaults.get("num_inference_steps", 50)), step=1, label="Steps", elem_id="design-steps")
                 f["guidance_scale"] = gr.Slider(0, 15, value=float(defaults.get("guidance_scale", 7.0)), step=0.5, label="Guidance")
             with gr.Row():
                 f["sketch_scale"] = gr.Slider(0, 1.5, value=float(defaults.get("sketch_scale", 0.6)), step=0.05, label="Sketch strength")
@@ -284,7 +284,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
         user_id = check_user_id(values[ctx.user_id])
         by_name = {name: values[component] for name, component in form.items()}
         try:
-            params, notes = build_request(by_name, ctx.service.registry.defaults("garment"))
+            params, notes = build_request(by_name, ctx.service.defaults("garment"))
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error))
         for note in notes:
@@ -339,7 +339,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
 
     def api_design(prompt, negative_prompt, sketch, color, logo, logo_mask, steps, guidance_scale, sketch_scale,
                    color_scale, seed, num_images):
-        defaults = ctx.service.registry.defaults("garment")
+        defaults = ctx.service.defaults("garment")
         try:
             params = dict(
                 prompt=prompt or "", negative_prompt=negative_prompt or "",
@@ -347,7 +347,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
                 color=swatch_from_hex(color) if color else None,
                 logo=load_image(logo, "logo", min_side=8) if logo is not None else None,
                 logo_mask=logo_mask, height=int(defaults.get("height", 640)), width=int(defaults.get("width", 512)),
-                num_inference_steps=int(steps or defaults.get("steps", 50)),
+                num_inference_steps=int(steps or defaults.get("num_inference_steps", 50)),
                 guidance_scale=float(defaults.get("guidance_scale", 7.0) if guidance_scale is None else guidance_scale),
                 sketch_scale=float(defaults.get("sketch_scale", 0.6) if sketch_scale is None else sketch_scale),
                 color_scale=float(defaults.get("color_scale", 1.0) if color_scale is None else color_scale),

@@ -90,7 +90,7 @@ def slot_updates(count: int) -> list[Any]:
 # ----------------------------------------------------------------------------------------------- tab
 def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
     """Build the tab inside an open ``gr.Blocks``/``gr.Tab``; returns its components by name."""
-    defaults = ctx.service.registry.defaults("dressing")
+    defaults = ctx.service.defaults("dressing")
     f: dict[str, Any] = {}
     rows = []
     with gr.Row(equal_height=False):
@@ -131,7 +131,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
             with gr.Row():
                 f["garment_scale"] = gr.Slider(0, 1.5, value=float(defaults.get("garment_scale", 0.85)), step=0.05,
                                                label="Garment strength (λ)", elem_id="dressing-garment-scale")
-                f["steps"] = gr.Slider(1, 100, value=int(defaults.get("steps", 30)), step=1, label="Steps",
+                f["steps"] = gr.Slider(1, 100, value=int(defaults.get("num_inference_steps", 30)), step=1, label="Steps",
                                        elem_id="dressing-steps")
             with gr.Row():
                 f["guidance_scale"] = gr.Slider(0, 15, value=float(defaults.get("guidance_scale", 6.5)), step=0.5,
@@ -172,7 +172,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
 
     # ---- pose: preset or photo -> skeleton preview (through the service, on the GPU queue)
     def skeleton(params):
-        defaults_now = ctx.service.registry.defaults("dressing")
+        defaults_now = ctx.service.defaults("dressing")
         params = dict(params, width=int(defaults_now.get("width", 512)), height=int(defaults_now.get("height", 640)))
         try:
             result = ctx.service.run("dressing_pose", params)
@@ -201,7 +201,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
         user_id = check_user_id(values[ctx.user_id])
         by_name = {name: values[component] for name, component in form.items()}
         try:
-            params = build_request(by_name, ctx.service.registry.defaults("dressing"))
+            params = build_request(by_name, ctx.service.defaults("dressing"))
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error))
         result = yield from stream_progress(ctx, "dressing", params, request, status, progress_bar, preview)

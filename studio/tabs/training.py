@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,21 +22,40 @@ import gradio as gr
 import pandas as pd
 import yaml
 
+from pipelines.types import UserError
 from studio.components import StudioContext
-from training.config import ConfigError, field_help
-from training.datasets import IMAGE_SUFFIXES, DatasetError, load_dataset, safe_extract_zip, write_caption
-from training.models import list_trained_models, register_in_studio, studio_checkpoint
-from training.runner import METHODS
+from training.api import (
+    DATASETS_DIR,
+    METHODS,
+    UPLOAD_SUFFIXES,
+    ConfigError,
+    DatasetError,
+    build_config,
+    caption_rows,
+    default_recipe,
+    import_dataset,
+    list_trained_models,
+    load_recipe,
+    method_fields,
+    recipe_names,
+    register_in_studio,
+    save_captions,
+    start_poller,
+    studio_checkpoints,
+    uses_image_folder_layout,
+)
 
 logger = logging.getLogger(__name__)
 
-RECIPES = Path(__file__).resolve().parents[2] / "presets" / "training"
-TINY_PLACEHOLDER = "{tiny_models}"
+# The tab "Use in studio" opens for each kind of trained model (the kinds of training/*.py model cards).
+USE_TAB = {
+    "garment_model": "tryon", "garment_color": "design", "garment_gam": "design", "garment_lem": "design",
+    "tryon_weights": "tryon", "tryoff_weights": "tryoff", "dressing_model": "dressing",
+}
+
 POLL_SECONDS = 1.5
-DATASETS_DIR = "datasets"
 HISTORY_COLUMNS = ["id", "name", "method", "status", "step", "created", "config"]
 CAPTION_COLUMNS = ["file", "caption"]
-UPLOAD_SUFFIXES = (".zip", ".txt", *IMAGE_SUFFIXES)
 
 # Form fields shown for every method, by config field name: (label, kind). Fields the method lacks are hidden
 # from the request (never sent), so a new method with fewer fields still works.
@@ -70,163 +86,12 @@ FORM_FIELDS: dict[str, tuple[str, str]] = {
 
 
 # ------------------------------------------------------------------------------------------ pure logic
-def method_fields(method: str) -> dict[str, dict[str, Any]]:
-    """The config fields of ``method`` with default/help/range/choices (read from METHODS each time)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown training method {method!r}")
-    return field_help(METHODS[method].load_config_class())
-
-
-def recipe_names(method: str) -> list[str]:
-    """Recipe files for ``method``: presets/training/<method>*.yaml, by stem."""
-    return sorted(path.stem for path in RECIPES.glob("*.yaml")
-                  if path.stem == method or path.stem.startswith(f"{method}_"))
-
-
-def default_recipe(method: str, tiny: bool) -> str | None:
-    """The tiny recipe when the tiny model preset is active, else the method's main recipe."""
-    names = recipe_names(method)
-    preferred = [f"{method}_tiny"] if tiny else [method]
-    for name in preferred + [n for n in names if tiny == n.endswith("_tiny")] + names:
-        if name in names:
-            return name
-    return None
-
-
-def load_recipe(name: str, tiny_root: str | Path | None) -> dict[str, Any]:
-    """A recipe as a dict, with the ``{tiny_models}`` placeholder replaced by the tiny model root."""
-    path = RECIPES / f"{name}.yaml"
-    if not re.fullmatch(r"[\w.-]+", name) or not path.is_file():
-        raise ValueError(f"unknown training recipe {name!r}")
-    data = yaml.safe_load(path.read_text()) or {}
-    for key, value in data.items():
-        if isinstance(value, str) and TINY_PLACEHOLDER in value:
-            if tiny_root is None:
-                raise ValueError(f"recipe {name}: {key} needs the tiny model folder, which this studio lacks")
-            data[key] = value.replace(TINY_PLACEHOLDER, str(tiny_root))
-    return data
 
 
 def form_values(method: str, recipe: dict[str, Any]) -> dict[str, Any]:
     """Value for each form field: the recipe's, else the method's default (None for fields it lacks)."""
     fields = method_fields(method)
     return {name: recipe.get(name, fields[name]["default"]) if name in fields else None for name in FORM_FIELDS}
-
-
-def build_config(method: str, advanced_yaml: str, form: dict[str, Any], dataset: str | None) -> dict[str, Any]:
-    """Advanced YAML + form fields (by name, only those the method has) + the dataset -> a config dict."""
-    try:
-        config = yaml.safe_load(advanced_yaml or "") or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"Advanced settings are not valid YAML: {error}") from error
-    if not isinstance(config, dict):
-        raise ValueError("Advanced settings must be 'key: value' lines.")
-    fields = method_fields(method)
-    for name, value in form.items():
-        if name not in fields:
-            continue
-        if isinstance(value, str):
-            value = value.strip()
-        if name == "instance_prompt" and not value:
-            value = None
-        if isinstance(value, float) and value.is_integer() and FORM_FIELDS.get(name, ("", ""))[1] == "int":
-            value = int(value)
-        config[name] = value
-    if not dataset:
-        raise ValueError("Load a dataset first (upload a zip or images, or give a server folder).")
-    config["dataset"] = str(dataset)
-    config.pop("output_dir", None)
-    return config
-
-
-def safe_name(name: str, fallback: str = "file") -> str:
-    """A file name that keeps what captions come from ("red sweater (1).png") but no path tricks."""
-    name = Path(str(name).replace("\\", "/")).name
-    name = re.sub(r"[^\w .()+,-]", "_", name).strip(" .")
-    return name[:120] or fallback
-
-
-def new_dataset_dir(datasets_root: Path, label: str) -> Path:
-    """A fresh folder ``<root>/<label>-<time>[-N]``: an upload never overwrites an earlier one."""
-    datasets_root.mkdir(parents=True, exist_ok=True)
-    base = f"{safe_name(label, 'dataset').replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for attempt in range(1000):
-        folder = datasets_root / (base if attempt == 0 else f"{base}-{attempt}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise OSError(f"could not create a new dataset folder under {datasets_root}")
-
-
-def uses_image_folder_layout(method: str) -> bool:
-    """True for methods reading the training.datasets layout (images + masks + captions); others (e.g. the
-    GarmentBench or dressing layouts) are checked by their own preflight when the run is submitted."""
-    return METHODS[method].preflight in (None, "training.runner:preflight_dataset")
-
-
-def import_dataset(files: list[str] | None, folder: str | None, datasets_root: str | Path,
-                   require_masks: bool = False, min_size: int = 64, validate: bool = True) -> tuple[Path, list]:
-    """Uploaded files (a zip and/or images, masks, .txt captions) or a server folder -> a validated dataset.
-
-    Uploads are copied into a new folder under ``datasets_root`` (zips safely extracted); nothing starts
-    until :func:`training.datasets.load_dataset` accepts it. Raises DatasetError naming the bad file; a
-    rejected upload's folder is removed.
-    """
-    files = [f for f in (files or []) if f]
-    if not files and not (folder or "").strip():
-        raise DatasetError("Upload a .zip or some images, or type a folder on the server.")
-    if not files:
-        source = Path(folder.strip()).expanduser()
-        if not source.is_dir():
-            raise DatasetError(f"{source}: not a folder on the server")
-        return source, load_dataset(source, require_masks=require_masks, min_size=min_size) if validate else []
-    for path in files:
-        if Path(path).suffix.lower() not in UPLOAD_SUFFIXES:
-            raise DatasetError(f"{Path(path).name}: not an image, mask, caption or zip "
-                               f"(allowed: {', '.join(UPLOAD_SUFFIXES)})")
-    first = Path(files[0])
-    target = new_dataset_dir(Path(datasets_root), first.stem if len(files) == 1 else "upload")
-    try:
-        for path in map(Path, files):
-            if path.suffix.lower() == ".zip":
-                safe_extract_zip(path, target / safe_name(path.stem, "zip") if len(files) > 1 else target)
-            else:
-                destination = target / safe_name(path.name)
-                if destination.exists():
-                    raise DatasetError(f"{path.name}: two uploaded files have the same name")
-                shutil.copyfile(path, destination)
-        return target, load_dataset(target, require_masks=require_masks, min_size=min_size) if validate else []
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
-
-
-def caption_rows(dataset: Path, items: list) -> list[list[str]]:
-    return [[str(Path(item.image_path).relative_to(dataset)), item.caption] for item in items]
-
-
-def save_captions(dataset: str | Path, rows: Any) -> int:
-    """Write the ``.txt`` sidecar of every row whose caption changed; returns how many were written.
-
-    Only images of the dataset can be named (a row cannot point outside it); empty captions are refused.
-    """
-    dataset = Path(dataset)
-    if isinstance(rows, pd.DataFrame):
-        rows = rows.values.tolist()
-    items = {str(Path(item.image_path).relative_to(dataset)): item for item in load_dataset(dataset, min_size=1)}
-    written = 0
-    for row in rows or []:
-        if not row or not str(row[0]).strip():
-            continue
-        file, caption = str(row[0]).strip(), str(row[1] if len(row) > 1 and row[1] is not None else "")
-        if file not in items:
-            raise DatasetError(f"{file}: not an image of this dataset")
-        if caption.strip() != items[file].caption:
-            write_caption(items[file].image_path, caption)
-            written += 1
-    return written
 
 
 def format_eta(seconds: float | None) -> str:
@@ -309,29 +174,6 @@ def run_details(runs, run_id: str) -> str:
     return "\n".join(lines)
 
 
-_POLLERS: dict[int, threading.Thread] = {}
-
-
-def start_poller(runs, interval: float = 2.0) -> threading.Thread:
-    """One app-owned daemon thread per RunManager: reap exited trainers, escalate stops, start queued runs."""
-    thread = _POLLERS.get(id(runs))
-    if thread is not None and thread.is_alive():
-        return thread
-
-    def loop() -> None:
-        while True:
-            try:
-                runs.poll()
-            except Exception:  # noqa: BLE001 - a store hiccup must not end the poller
-                logger.exception("training poller")
-            time.sleep(interval)
-
-    thread = threading.Thread(target=loop, name="training-poller", daemon=True)
-    thread.start()
-    _POLLERS[id(runs)] = thread
-    return thread
-
-
 # ------------------------------------------------------------------------------------------ handlers
 class TrainingHandlers:
     """The tab's actions on plain values (tests call these directly); errors are gr.Error sentences."""
@@ -339,10 +181,8 @@ class TrainingHandlers:
     def __init__(self, ctx: StudioContext):
         self.ctx = ctx
         self.runs = ctx.runs
-        registry = getattr(ctx.service, "registry", None)
-        preset = getattr(registry, "preset", None)
-        self.tiny = bool(getattr(preset, "tiny", False))
-        self.tiny_root = getattr(registry, "tiny_root", None)
+        self.tiny_root = ctx.service.tiny_root()  # None unless the tiny preset is active
+        self.tiny = self.tiny_root is not None
 
     @property
     def datasets_root(self) -> Path:
@@ -373,7 +213,7 @@ class TrainingHandlers:
         if not dataset:
             raise gr.Error("Load a dataset first.")
         try:
-            written = save_captions(dataset, rows)
+            written = save_captions(dataset, rows.values.tolist() if isinstance(rows, pd.DataFrame) else rows)
         except DatasetError as error:
             raise gr.Error(str(error))
         return f"Saved {written} caption(s)." if written else "No caption changed."
@@ -392,9 +232,7 @@ class TrainingHandlers:
         """The tiny model set is built lazily by the registry; a trainer needs it on disk now."""
         model = str(config.get("pretrained_model") or "")
         if self.tiny_root and model.startswith(str(self.tiny_root)) and not Path(model).exists():
-            ensure = getattr(self.ctx.service.registry, "_ensure_tiny", None)
-            if ensure is not None:
-                ensure()
+            self.ctx.service.ensure_tiny_models()
 
     def _require_run(self, run_id: str | None) -> str:
         if not run_id:
@@ -431,28 +269,29 @@ class TrainingHandlers:
         return f"{'Checkpoint' if what == 'save' else 'Samples'} requested at the next step."
 
     def use_in_studio(self, run_id: str | None):
-        """Register a finished run's model; returns (TrainedModel, dropdown choices of its kind)."""
+        """Register a finished run's model and swap its weights in; returns (TrainedModel, dropdown choices of
+        its kind, the preset checkpoint names now served by its weights)."""
         run_id = self._require_run(run_id)
         try:
             model = register_in_studio(self.runs.runs_root, run_id)
         except ValueError as error:
             raise gr.Error(str(error))
-        self.apply_checkpoint(model)
+        swapped = self.apply_checkpoint(model)
         choices = [(f"{m.name} — “{m.prompt}”", str(m.path))
                    for m in list_trained_models(self.runs.runs_root, kind=model.kind)]
-        return model, choices
+        return model, choices, swapped
 
-    def apply_checkpoint(self, model) -> bool:
-        """Swap a trained checkpoint (colour adapter, GAM, LEM, ...) into the model registry; True if done."""
-        use = getattr(getattr(self.ctx.service, "registry", None), "use_checkpoint", None)
+    def apply_checkpoint(self, model) -> list[str]:
+        """Swap every weights file of ``model`` into the studio (colour adapter / GAM / LEM into design,
+        CatVTON into try-on, TryOffAnyone into try-off, IMAGDressing + slot LoRAs into dressing); returns the
+        preset checkpoint names swapped (none for a garment model, which the Try-on tab lists instead)."""
         try:
-            target = studio_checkpoint(model)
-            if target is None or use is None:
-                return False
-            use(*target)
-        except ValueError as error:
+            targets = studio_checkpoints(model)
+            for name, path in targets:
+                self.ctx.service.use_weights(name, path)
+        except (ValueError, UserError) as error:
             raise gr.Error(f"Cannot use {model.name}: {error}")
-        return True
+        return [name for name, _ in targets]
 
     def restore_registered(self) -> None:
         """At start-up: models chosen with "Use in studio" before a restart are swapped in again."""
@@ -674,25 +513,29 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
     selected.change(lambda run_id: run_details(ctx.runs, run_id) if run_id else "", selected, details, queue=False)
 
     # ---- "Use in studio": register, then show it in the try-on tab if there is one
-    def on_use(run_id):
-        model, choices = handlers.use_in_studio(run_id)
-        gr.Info(f"“{model.name}” is now listed as a {model.kind.replace('_', ' ')}.")
-        return f"Registered `{model.name}` ({model.kind}) from `{model.path}`."
+    def wire_use() -> None:
+        """Register the run's model, swap its weights in, and open the tab that uses it (a garment model
+        becomes the selected one of the Try-on tab's garment-model list)."""
+        garment_target = ctx.targets.get("tryon_garment_model")
+        outputs = [message] + ([ctx.tabs] if ctx.tabs is not None else []) + ([garment_target[0]] if garment_target else [])
 
-    use_event = use_button.click(on_use, selected, message, queue=False)
+        def on_use(run_id):
+            model, choices, swapped = handlers.use_in_studio(run_id)
+            tab = USE_TAB.get(model.kind)
+            what = (f"its weights now serve {', '.join(f'`{name}`' for name in swapped)}" if swapped
+                    else f"listed as a {model.kind.replace('_', ' ')}")
+            gr.Info(f"“{model.name}”: {what}.")
+            updates = [f"Registered `{model.name}` ({model.kind}) from `{model.path}`: {what}."]
+            if ctx.tabs is not None:
+                updates.append(gr.Tabs(selected=tab) if tab else gr.update())
+            if garment_target:
+                updates.append(gr.update(choices=choices, value=str(model.path)) if model.kind == "garment_model"
+                               else gr.update())
+            return updates
 
-    def wire_tryon() -> None:
-        target = ctx.targets.get("tryon_garment_model")
-        if target is None or ctx.tabs is None:
-            return
+        use_button.click(on_use, selected, outputs, queue=False)
 
-        def to_tryon(run_id):
-            model, choices = handlers.use_in_studio(run_id)
-            return gr.update(choices=choices, value=str(model.path)), gr.Tabs(selected=target[1])
-
-        use_event.success(to_tryon, selected, [target[0], ctx.tabs], queue=False)
-
-    ctx.deferred.append(wire_tryon)
+    ctx.deferred.append(wire_use)
 
     f.update(method=method, recipe=recipe, advanced=advanced, upload=upload, server_folder=server_folder,
              captions=captions, dataset_path=dataset_path, selected=selected, status=status, log=log,

@@ -53,7 +53,7 @@ def build_request(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
 
 def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
     """Build the tab inside an open ``gr.Blocks``/``gr.Tab``; returns its components by name."""
-    defaults = ctx.service.registry.defaults("tryoff")
+    defaults = ctx.service.defaults("tryoff")
     f: dict[str, Any] = {}
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -85,7 +85,7 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
         user_id = check_user_id(values.get(ctx.user_id))
         by_name = {name: values[component] for name, component in form.items()}
         try:
-            params = build_request(by_name, ctx.service.registry.defaults("tryoff"))
+            params = build_request(by_name, ctx.service.defaults("tryoff"))
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error))
         yield from run_to_gallery(ctx, "tryoff", params, request, user_id, out, "tryoff")

@@ -15,8 +15,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from pipelines.types import CATVTON_LABELS, TRYON_CATEGORIES
 from pipelines.preprocess.images import load_image
+from pipelines.types import CATVTON_LABELS, TRYON_CATEGORIES
 from studio.components import (
     GPU_QUEUE,
     StudioContext,
@@ -30,6 +30,7 @@ from studio.components import (
     wire_send,
     wire_stop,
 )
+from training.api import list_trained_models
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def garment_model_choices(runs_root: str | Path | None) -> list[tuple[str, str]]
     if not runs_root:
         return []
     # Finished runs only (a failed or half-written final/ folder is never offered), newest first.
-    from training.models import list_trained_models
-
     return [(f"{m.name} — “{m.prompt}”", str(m.path)) for m in list_trained_models(runs_root, kind="garment_model")]
 
 
@@ -207,8 +206,7 @@ def mask_section(ctx: StudioContext, f: dict[str, Any], prefix: str) -> None:
     f["mask_preview"] = gr.Image(label="Mask that Generate will use", interactive=False, height=240,
                                  elem_id=f"{prefix}-mask-preview")
     f["sam_mask"] = gr.State(None)
-    sam = getattr(ctx.service.registry.preset, "sam", None)
-    if sam and Path(sam).expanduser().is_file():  # users download SAM; no checkpoint, no clicks
+    if ctx.service.has_sam():  # users download SAM; no checkpoint, no clicks
         with gr.Accordion("Click to segment (SAM)", open=False):
             f["sam_polarity"] = gr.Radio(["Add", "Remove"], value="Add", label="Click adds or removes",
                                          elem_id=f"{prefix}-sam-polarity")
@@ -225,7 +223,7 @@ def sampler_section(f: dict[str, Any], defaults: dict[str, Any], prefix: str):
         random_button = gr.Button("Random", scale=0, min_width=70, elem_id=f"{prefix}-seed-random")
         reuse_button = gr.Button("Reuse last", scale=0, min_width=90, elem_id=f"{prefix}-seed-reuse")
     with gr.Row():
-        f["steps"] = gr.Slider(1, 100, value=int(defaults.get("steps", 50)), step=1, label="Steps", elem_id=f"{prefix}-steps")
+        f["steps"] = gr.Slider(1, 100, value=int(defaults.get("num_inference_steps", 50)), step=1, label="Steps", elem_id=f"{prefix}-steps")
         f["guidance_scale"] = gr.Slider(0, 10, value=float(defaults.get("guidance_scale", 2.5)), step=0.1,
                                         label="Guidance", elem_id=f"{prefix}-guidance")
         f["num_images"] = gr.Slider(1, 8, value=1, step=1, label="Images", elem_id=f"{prefix}-num-images")
@@ -256,9 +254,8 @@ def wire_stop_and_seed(out: dict[str, Any], random_button, reuse_button, seed) -
 # ----------------------------------------------------------------------------------------------- tab
 def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
     """Build the tab inside an open ``gr.Blocks``/``gr.Tab``; returns its components by name."""
-    registry = ctx.service.registry
-    defaults = registry.defaults("tryon")
-    variants = [(label, key) for key, label in CATVTON_LABELS.items() if key in registry.preset.checkpoints]
+    defaults = ctx.service.defaults("tryon")
+    variants = [(CATVTON_LABELS[key], key) for key in ctx.service.tryon_variants()]
     runs_root = getattr(ctx.runs, "runs_root", None)
     f: dict[str, Any] = {}
     with gr.Row(equal_height=False):
@@ -308,7 +305,7 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
         user_id = check_user_id(values.get(ctx.user_id))
         by_name = {name: values[component] for name, component in form.items()}
         try:
-            params = build_request(by_name, ctx.service.registry.defaults("tryon"))
+            params = build_request(by_name, ctx.service.defaults("tryon"))
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error))
         yield from run_to_gallery(ctx, "tryon", params, request, user_id, out, "tryon")

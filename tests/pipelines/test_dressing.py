@@ -11,7 +11,8 @@ from PIL import Image
 
 from pipelines.core.sampling import RunControl
 from pipelines.types import GenerationCancelled
-from pipelines.dressing.pipeline import DressingPipeline, fit_on_white, guidance_weights, main
+from pipelines.dressing.pipeline import DressingPipeline, fit_on_white, guidance_weights
+from pipelines.dressing.cli import main
 from pipelines.types import DressingRequest, Garment, MAX_GARMENTS
 from pipelines.dressing.checkpoints import SlotLoRAs
 from pipelines.core.registry import ModelRegistry

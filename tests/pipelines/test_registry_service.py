@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import threading
 import time
 
@@ -65,9 +68,15 @@ def test_service_stop_before_start(models_dir):
 def test_switch_preset_frees_models(models_dir):
     service = StudioService("tiny", models_dir=models_dir, device="cpu")
     service.run("garment", {"prompt": "x", "height": 80, "width": 64, "num_inference_steps": 1})
-    assert service.status()["loaded"]
+    old = service.registry
+    assert service.status()["loaded"] and old.is_loaded("unet")
+    unet = weakref.ref(old.get("unet"))
     service.switch_preset("tiny")
-    assert service.status()["loaded"] == []
+    # the OLD registry let go of every model (a new registry is empty whatever happened to the old one)
+    assert old.status().loaded == [] and not old.is_loaded("unet")
+    gc.collect()
+    assert unet() is None, "the old UNet is still referenced after switching presets"
+    assert service.registry is not old and service.status()["loaded"] == []
 
 
 def test_use_checkpoint_swaps_in_new_weights(models_dir, tmp_path):

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.types import CheckpointError
-from pipelines.tryoff.pipeline import TryOffAnyonePipeline, load_tryoffanyone, main, transformer_groups, whiten_background, write_tiny_tryoffanyone
-from pipelines.types import TryOffRequest
+from pipelines.tryoff.checkpoints import load_tryoffanyone
+from pipelines.tryoff.pipeline import TryOffAnyonePipeline, whiten_background
+from pipelines.tryoff.cli import main
+from pipelines.tryoff.checkpoints import transformer_groups, write_tiny_tryoffanyone
+from pipelines.types import CheckpointError, TryOffRequest
 from tests.pipelines.test_tryon import box_mask, fresh_registry, noise_image
 
 

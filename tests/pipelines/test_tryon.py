@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.types import CheckpointError
-from pipelines.core.sampling import RunControl
-from pipelines.types import GenerationCancelled
 from pipelines.core.registry import ModelRegistry
-from pipelines.tryon.pipeline import CatVTONPipeline, load_catvton, main, write_tiny_catvton
-from pipelines.types import TryOnRequest
+from pipelines.core.sampling import RunControl
+from pipelines.tryon.checkpoints import load_catvton
+from pipelines.tryon.pipeline import CatVTONPipeline
+from pipelines.tryon.cli import main
+from pipelines.tryon.checkpoints import write_tiny_catvton
+from pipelines.types import CheckpointError, GenerationCancelled, TryOnRequest
 
 STEPS = 3
 
@@ -178,7 +179,7 @@ def test_full_size_layouts_match_official_counts():
     from diffusers import UNet2DConditionModel
 
     from pipelines.core.attention import attn1_modules
-    from pipelines.tryoff.pipeline import tryoff_key_map
+    from pipelines.tryoff.checkpoints import tryoff_key_map
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(in_channels=9, cross_attention_dim=768)

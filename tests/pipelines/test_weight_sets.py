@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.garment.pipeline import GarmentDesignPipeline, inpaint_switcher
-from pipelines.types import GarmentRequest
+from pipelines.core.concat_inpaint import inpaint_switcher
+from pipelines.garment.pipeline import GarmentDesignPipeline
 from pipelines.tryoff.pipeline import TryOffAnyonePipeline
-from pipelines.types import TryOffRequest
 from pipelines.tryon.pipeline import CatVTONPipeline
-from pipelines.types import TryOnRequest
+from pipelines.types import GarmentRequest, TryOffRequest, TryOnRequest
 from tests.pipelines.test_tryon import box_mask, fresh_registry, noise_image
 
 

@@ -80,7 +80,7 @@ def test_tab_builds_and_the_service_dresses(service, tmp_path):
         assert pose.images[0].size == (64, 80) and "preset" in pose.extras["source"]
         params = tab.build_request(
             form(garment_0=garment(1), garment_1=garment(2), pose_source="Preset", skeleton=pose.images[0]),
-            service.registry.defaults("dressing"),
+            service.defaults("dressing"),
         )
         params["num_inference_steps"] = 2
         steps = []

@@ -7,17 +7,15 @@ import os
 import signal
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 import pytest
 import yaml
 
 from studio.components import StudioContext
-from studio.tabs.training import (
-    FORM_FIELDS, TrainingHandlers, build_config, default_recipe, form_values, load_recipe, loss_frame, recipe_names,
-    run_status_text, safe_name,
-)
+from pipelines.service import StudioService
+from studio.tabs.training import FORM_FIELDS, TrainingHandlers, form_values, loss_frame, run_status_text
+from training.api import build_config, default_recipe, load_recipe, recipe_names, safe_name
 from tests.training.test_datasets import make_garment_dataset, zip_folder
 from training.runner import RunManager
 
@@ -25,8 +23,8 @@ from training.runner import RunManager
 @pytest.fixture
 def handlers(tmp_path, tiny_models):
     runs = RunManager(tmp_path / "runs" / "jobs.sqlite", tmp_path / "runs")
-    registry = SimpleNamespace(tiny_root=tiny_models, preset=SimpleNamespace(tiny=True))
-    yield TrainingHandlers(StudioContext(service=SimpleNamespace(registry=registry), outputs=None, runs=runs))
+    service = StudioService("tiny", device="cpu", models_dir=tiny_models.parent)
+    yield TrainingHandlers(StudioContext(service=service, outputs=None, runs=runs))
     for record in runs.list_runs():  # trainers are detached: never leave one behind
         if record.pgid and not record.is_final:
             try:
@@ -174,3 +172,47 @@ def test_every_registered_method_has_a_form_and_recipes(handlers):
         recipe = load_recipe(default_recipe(method, tiny=True), handlers.tiny_root) if names else {}
         values = form_values(method, recipe)
         assert set(values) == set(FORM_FIELDS)
+
+
+def test_use_in_studio_routes_every_kind_and_survives_a_restart(tmp_path, models_dir):
+    """Try-on, try-off and dressing runs swap their weights into the checkpoints those tabs load (the bug:
+    their cards named no checkpoint, so nothing was swapped); a new app process swaps them in again."""
+    from tests.training.test_models import fake_run
+    from training.jobstore import JobStore
+
+    runs_root = tmp_path / "runs"
+    runs = RunManager(runs_root / "jobs.sqlite", runs_root)
+    store = JobStore(runs_root / "jobs.sqlite")
+    kinds = {
+        "run-tryon": ("tryon_weights", {"tryon_catvton": "attention/model.safetensors"}),
+        "run-tryoff": ("tryoff_weights", {"tryoff_anyone": "model.safetensors"}),
+        "run-dress": ("dressing_model", {"dressing_imagdressing": "imagdressing.safetensors",
+                                         "dressing_slot_loras": "slot_loras.safetensors"}),
+        "run-lem": ("garment_lem", {"garment_lem": "lem.safetensors"}),
+    }
+    for run_id, (kind, weights) in kinds.items():
+        final = fake_run(runs_root, store, run_id, "finished", kind=kind)
+        card = json.loads((final / "atelier_model.json").read_text())
+        for file in weights.values():
+            (final / file).parent.mkdir(parents=True, exist_ok=True)
+            (final / file).write_bytes(b"trained weights")
+        (final / "atelier_model.json").write_text(json.dumps({**card, "weights": weights}))
+
+    def handlers_of_a_new_app():
+        service = StudioService("tiny", device="cpu", models_dir=models_dir)
+        return service, TrainingHandlers(StudioContext(service=service, outputs=None, runs=runs))
+
+    service, handlers = handlers_of_a_new_app()
+    before = {name: service.weights_in_use(name) for _, weights in kinds.values() for name in weights}
+    for run_id, (kind, weights) in kinds.items():
+        model, _, swapped = handlers.use_in_studio(run_id)
+        assert swapped == list(weights), kind
+        for name, file in weights.items():
+            assert service.weights_in_use(name) == str((runs_root / run_id / "final" / file).resolve())
+            assert service.weights_in_use(name) != before[name]
+    restarted, handlers = handlers_of_a_new_app()
+    assert restarted.weights_in_use("tryon_catvton") == before["tryon_catvton"]  # a fresh registry: preset values
+    handlers.restore_registered()
+    for run_id, (_, weights) in kinds.items():
+        for name, file in weights.items():
+            assert restarted.weights_in_use(name) == str((runs_root / run_id / "final" / file).resolve())

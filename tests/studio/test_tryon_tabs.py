@@ -97,7 +97,7 @@ def test_tabs_build_and_the_service_runs(service, tmp_path):
 
     person = photo(90, 120)
     stroke = (20, 40, 70, 110)
-    params = tryon_tab.build_request(tryon_form(person=editor(person, stroke)), registry.defaults("tryon"))
+    params = tryon_tab.build_request(tryon_form(person=editor(person, stroke)), service.defaults("tryon"))
     preview = service.run("tryon_mask", {"person": person, "mask": params["mask"], "category": "upper"})
     assert preview.extras["mask_source"] == "painted" and preview.images[0].size == person.size
     steps = []
@@ -109,7 +109,7 @@ def test_tabs_build_and_the_service_runs(service, tmp_path):
     assert sam.extras["mask"].size == person.size
 
     off = tryoff_tab.build_request(
-        {**tryon_form(person=editor(person, stroke)), "background": "white"}, registry.defaults("tryoff")
+        {**tryon_form(person=editor(person, stroke)), "background": "white"}, service.defaults("tryoff")
     )
     result = service.run("tryoff", off)
     assert result.images[0].size == (48, 64) and result.params[0]["task"] == "tryoff"

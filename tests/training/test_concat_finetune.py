@@ -47,7 +47,7 @@ def run_cli_tool(module_main, argv: list[str]) -> None:
 def test_tryon_train_resume_and_load_in_catvton(tiny_models, models_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from pipelines.tryon.pipeline import main as tryon_main
+    from pipelines.tryon.cli import main as tryon_main
 
     data = make_triplet_dataset(tmp_path / "data")
     first = tmp_path / "run1"
@@ -89,8 +89,9 @@ def test_tryon_train_resume_and_load_in_catvton(tiny_models, models_dir, tmp_pat
 def test_tryoff_viton_layout_and_load_in_tryoffanyone(tiny_models, models_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from pipelines.tryoff.pipeline import load_tryoffanyone, main as tryoff_main
-    from pipelines.tryoff.pipeline import tryoff_key_map
+    from pipelines.tryoff.checkpoints import load_tryoffanyone
+    from pipelines.tryoff.cli import main as tryoff_main
+    from pipelines.tryoff.checkpoints import tryoff_key_map
 
     data = make_triplet_dataset(tmp_path / "data" / "train", layout="viton-hd")
     run = tmp_path / "run"

@@ -33,7 +33,7 @@ def write_config(path: Path, tiny: Path, **values) -> Path:
 def test_train_resume_and_dress_with_the_output(tiny_models, models_dir, tmp_path, caplog):
     from safetensors.torch import load_file
 
-    from pipelines.dressing.pipeline import main as dressing_main
+    from pipelines.dressing.cli import main as dressing_main
 
     data = write_tiny_dressing_dataset(tmp_path / "data", count=2)
     # a third sample with ONE garment: rows with different garment counts share a batch (padding)

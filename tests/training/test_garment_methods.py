@@ -63,7 +63,7 @@ def generate(models_dir: Path, out: Path, *args: str) -> None:
     """The garment pipeline CLI on the tiny preset with a trained file swapped in."""
     from PIL import Image
 
-    from pipelines.garment.pipeline import main as garment_main
+    from pipelines.garment.cli import main as garment_main
 
     assert garment_main(["--preset", "tiny", "--models_dir", str(models_dir), "--device", "cpu", "--steps", "2",
                          "--prompt", "a red t-shirt", "--output_path", str(out), *args]) == 0

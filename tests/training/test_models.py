@@ -10,7 +10,7 @@ import pytest
 
 from training.jobstore import JobStore
 from training.models import (
-    REGISTRY_FILE, list_trained_models, read_trained_model, register_in_studio, studio_checkpoint,
+    REGISTRY_FILE, list_trained_models, read_trained_model, register_in_studio, studio_checkpoints,
 )
 
 
@@ -78,17 +78,36 @@ def test_without_a_store_cards_are_read_directly(tmp_path):
         read_trained_model(tmp_path / "nothing")
 
 
-def test_studio_checkpoint_of_weight_files(tmp_path):
+def test_studio_checkpoints_of_every_kind(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite")
     final = fake_run(tmp_path, store, "run-a", "finished", kind="garment_color")
     card = json.loads((final / "atelier_model.json").read_text())
-    (final / "atelier_model.json").write_text(json.dumps({**card, "checkpoint_key": "garment_color",
-                                                          "weights": "color_adapter.safetensors"}))
-    (model,) = list_trained_models(tmp_path)
-    assert studio_checkpoint(model) == ("garment_color", (final / "color_adapter.safetensors").resolve())
+    for name in ("color_adapter.safetensors", "model.safetensors", "imagdressing.safetensors", "slots.safetensors"):
+        (final / name).write_bytes(b"weights")
+
+    def swapped(**fields):
+        (final / "atelier_model.json").write_text(json.dumps({**card, **fields}))
+        return studio_checkpoints(list_trained_models(tmp_path, kind=fields.get("kind", card["kind"]))[0])
+
+    path = lambda name: (final / name).resolve()  # noqa: E731
+    # the one schema: preset checkpoint name -> file
+    assert swapped(weights={"garment_color": "color_adapter.safetensors"}) == [("garment_color", path("color_adapter.safetensors"))]
+    assert swapped(kind="tryon_weights", weights={"tryon_catvton": "model.safetensors"}) == [("tryon_catvton", path("model.safetensors"))]
+    assert swapped(kind="dressing_model", weights={"dressing_imagdressing": "imagdressing.safetensors",
+                                                   "dressing_slot_loras": "slots.safetensors"}) == [
+        ("dressing_imagdressing", path("imagdressing.safetensors")), ("dressing_slot_loras", path("slots.safetensors"))]
+    # cards written before it keep working
+    assert swapped(checkpoint_key="garment_color", weights="color_adapter.safetensors") == [("garment_color", path("color_adapter.safetensors"))]
+    assert swapped(kind="tryoff_weights", weights_file="model.safetensors", weights=None) == [("tryoff_anyone", path("model.safetensors"))]
+    assert swapped(kind="dressing_model", checkpoint="imagdressing.safetensors", slot_loras="slots.safetensors",
+                   weights=None) == [("dressing_imagdressing", path("imagdressing.safetensors")),
+                                     ("dressing_slot_loras", path("slots.safetensors"))]
     fake_run(tmp_path, store, "run-b", "finished")
     garment = [m for m in list_trained_models(tmp_path) if m.kind == "garment_model"][0]
-    assert studio_checkpoint(garment) is None  # a whole pipeline: listed by the try-on tab instead
-    (final / "atelier_model.json").write_text(json.dumps({**card, "checkpoint_key": "x", "weights": "../../evil"}))
+    assert studio_checkpoints(garment) == []  # a whole pipeline: listed by the try-on tab instead
     with pytest.raises(ValueError, match="outside its folder"):
-        studio_checkpoint(list_trained_models(tmp_path, kind="garment_color")[0])
+        swapped(weights={"x": "../../evil"})
+    with pytest.raises(ValueError, match="not there"):
+        swapped(weights={"garment_color": "gone.safetensors"})
+
+

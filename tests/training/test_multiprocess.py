@@ -136,8 +136,8 @@ def test_two_process_lem_run(tiny_models, bench, tmp_path):
 
 
 def test_two_process_colour_adapter_run(tiny_models, bench, tmp_path):
-    from pipelines.garment.checkpoints import load_color_adapter
     from pipelines.core.tiny import IMAGE_EMBED_DIM, tiny_unet
+    from pipelines.garment.checkpoints import load_color_adapter
 
     final = _two_process_garment_run(tmp_path, "colour_adapter", _garment_config(
         tiny_models, bench, "base", image_encoder=str(tiny_models / "image_encoder"), image_encoder_subfolder=None))
@@ -169,8 +169,8 @@ def test_two_process_gam_run(tiny_models, bench, tmp_path):
 def test_two_process_concat_finetune_run(tiny_models, tmp_path, method):
     from diffusers import UNet2DConditionModel
 
-    from pipelines.tryoff.pipeline import load_tryoffanyone
-    from pipelines.tryon.pipeline import load_catvton
+    from pipelines.tryoff.checkpoints import load_tryoffanyone
+    from pipelines.tryon.checkpoints import load_catvton
     from tests.training.test_concat_finetune import make_triplet_dataset
 
     data = make_triplet_dataset(tmp_path / "data", count=3)  # odd: uneven shards
