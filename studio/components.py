@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.preprocess.images import read_png_params, save_png_with_params
+from pipelines.types import GenerationCancelled, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +217,10 @@ def stream_progress(ctx: "StudioContext", task: str, params: dict[str, Any], req
 
 
 def raise_user_error(error: BaseException) -> None:
-    """Known errors -> gr.Error with their sentence; a stop -> gr.Info-like error; others logged."""
-    # Matched by name so that studio/ never imports the torch-side modules.
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if "GenerationCancelled" in names:
+    """Known errors -> gr.Error with their sentence; a stop -> a "Stopped" message; others logged."""
+    if isinstance(error, GenerationCancelled):
         raise gr.Error("Stopped.", title="Stopped")
-    if "UserFacingError" in names:
+    if isinstance(error, UserError):
         raise gr.Error(str(error))
     if isinstance(error, gr.Error):
         raise error

@@ -26,7 +26,7 @@ from training.runner import METHODS, RunManager
 logger = logging.getLogger(__name__)
 
 
-RECIPES = Path(__file__).resolve().parents[2] / "presets" / "training"
+RECIPES = Path(__file__).resolve().parents[1] / "presets" / "training"
 
 
 TINY_PLACEHOLDER = "{tiny_models}"
