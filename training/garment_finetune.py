@@ -220,7 +220,8 @@ def train(context: TrainerContext) -> None:
         cpu=not cuda, mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
-    set_seed(config.seed)
+    # device_specific: each rank draws its own noise/timesteps (seed + rank; rank 0 = the 1-process run)
+    set_seed(config.seed, device_specific=True)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
 
     # 2. data
