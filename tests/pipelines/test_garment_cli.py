@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.garment.pipeline", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "pipelines.garment", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
     )
 

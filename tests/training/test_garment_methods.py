@@ -150,7 +150,7 @@ def test_colour_adapter_trains_resumes_and_loads_in_pipeline(bench, tiny_models,
     projection, processors, report = load_color_adapter(weights, tiny_unet(4), IMAGE_EMBED_DIM)
     assert report.num_parameters == sum(t.numel() for t in tensors.values())
     card = json.loads((second / "final" / "atelier_model.json").read_text())
-    assert card["method"] == "colour_adapter" and card["steps"] == 3 and card["weights"] == weights.name
+    assert card["method"] == "colour_adapter" and card["steps"] == 3 and card["weights"] == {"garment_color": weights.name}
     generate(models_dir, tmp_path / "out.png", "--color_ckpt", str(weights), "--color", "#c81e28")
 
 
