@@ -27,7 +27,7 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_models(models_dir):
-    """Path to a folder holding every tiny model in its standard layout (see pipelines/tiny.py)."""
+    """Path to a folder holding every tiny model in its standard layout (see pipelines/core/tiny.py)."""
     return models_dir / "tiny"
 
 

@@ -1,7 +1,7 @@
 """Fine-tune the concat-inpainting family: CatVTON try-on (``mode: tryon``) or TryOffAnyone try-off (``mode: tryoff``).
 
 Both train the SD1.5-inpainting 9-channel UNet on a canvas of two images stacked along the HEIGHT axis,
-with every cross-attention returning its input (no text), exactly as ``pipelines/concat_inpaint.py`` samples:
+with every cross-attention returning its input (no text), exactly as ``pipelines/core/concat_inpaint.py`` samples:
 
     mode     TOP (generated; mask channel = garment mask)   BOTTOM (given; zero mask)   target canvas x0
     tryon    person * (mask < 0.5)                           garment                     [person; garment]

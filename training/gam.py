@@ -2,7 +2,7 @@
 
 Trainable: the whole ``ref_unet`` (initialised as a copy of the base UNet) and, on every ``attn1`` of the frozen
 main UNet, ``to_k_ref``/``to_v_ref`` (initialised as copies of that layer's ``to_k``/``to_v``). Every step runs
-exactly the inference wiring (see ``pipelines/garment.py``):
+exactly the inference wiring (see ``pipelines/garment/pipeline.py``):
 
 - ``ref_unet`` runs at t=0 on the sketch latent (``latent_dist.mean``) with ``encoder_hidden_states=None``; every
   attn1 records its input hidden states, every attn2 returns its input (``h + norm2(h)``, not a true skip);

@@ -2,7 +2,7 @@
 
 Every pipeline asks the registry for its parts instead of loading its own copies, so the studio holds
 ONE VAE, ONE text encoder, ONE base UNet and ONE 9-channel inpainting UNet (whose attention weight sets
-are swapped between garment LEM, try-on and try-off; see ``pipelines/concat_inpaint.py``).
+are swapped between garment LEM, try-on and try-off; see ``pipelines/core/concat_inpaint.py``).
 
 Nothing is loaded at import or construction time: the page comes up in seconds, and the first
 generation pays the load. A location that cannot be reached offline fails fast with a

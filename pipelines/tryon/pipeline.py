@@ -2,7 +2,7 @@
 
 CatVTON (Chong et al. 2024) is the SD1.5-inpainting UNet with text/cross-attention removed and only its
 self-attention (``attn1``) re-trained; the trained tensors are one swappable weight set of the ONE resident
-inpainting UNet that the garment LEM and TryOffAnyone also use (see ``pipelines/concat_inpaint.py``).
+inpainting UNet that the garment LEM and TryOffAnyone also use (see ``pipelines/core/concat_inpaint.py``).
 
 Stages of one call (numbers match the comments in ``__call__``):
  1. check inputs
