@@ -31,28 +31,23 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.core.attention import processor_names
 from pipelines.core.sampling import encode_prompts
 from pipelines.garment.checkpoints import ImageProjection, color_processors
-from training.common import (
-    TrainerContext,
-    endless,
-    load_checkpoint,
-    load_trainable_state,
-    resolve_resume,
-    run_cli,
-    trainable_state,
-    write_model_card,
-)
+from training.common import TrainerContext, endless, run_cli, trainable_state, write_model_card
 from training.config import ColourAdapterConfig
 from training.datasets import load_rgb
 from training.garmentbench import (
     GarmentRecord,
     check_unet,
     ddim_factory,
-    export_on_main,
     load_garmentbench,
     load_rgb_sized,
     load_sd_parts,
+)
+from training.toolkit import (
+    checkpoint_saver,
+    export_on_main,
     make_optimizer,
     noisy_latents,
+    resume,
     save_sample,
     setup_accelerator,
     shard,
@@ -183,19 +178,11 @@ def train(context: TrainerContext) -> None:
     loader = shard(accelerator, loader)  # num_processes > 1: each process trains on its own shard
 
     # 4. resume: weights before the optimizer sees them
-    checkpoint, start_step = None, 0
-    if config.resume_from:
-        checkpoint = load_checkpoint(resolve_resume(config.resume_from))
-        load_trainable_state(adapter.state_modules(), checkpoint.tensors, str(checkpoint.path))
-        start_step = checkpoint.step
-        logger.info("resumed from %s at step %d", checkpoint.path, start_step)
+    checkpoint, start_step = resume(config, adapter.state_modules())
 
     # 5. optimizer and schedule
     parameters = [p for p in adapter.parameters() if p.requires_grad]
-    optimizer, lr_scheduler = make_optimizer(config, parameters)
-    if checkpoint is not None and checkpoint.optimizer_state is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint.optimizer_state["scheduler"])
+    optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
     model, optimizer, lr_scheduler = accelerator.prepare(adapter, optimizer, lr_scheduler)
     logger.info("trainable parameters: %.2fM", sum(p.numel() for p in parameters) / 1e6)
 
@@ -221,11 +208,8 @@ def train(context: TrainerContext) -> None:
         prediction = model(noisy.to(weight_dtype), timesteps, text, embeds.float())
         return F.mse_loss(prediction.float(), target.float())
 
-    def save(step: int) -> Path:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": lr_scheduler.state_dict()} \
-            if config.save_optimizer_state else None
-        return context.save_checkpoint(step, trainable_state(accelerator.unwrap_model(model).state_modules()), state,
-                                       {"base_model": config.pretrained_model, "layout": "imaggarment_color_adapter"})
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler,
+                            lambda: accelerator.unwrap_model(model).state_modules(), {"base_model": config.pretrained_model, "layout": "imaggarment_color_adapter"})
 
     def sample(step: int) -> list[Path]:
         return write_samples(context, config, parts, image_encoder, image_processor,

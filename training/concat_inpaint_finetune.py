@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,129 +48,29 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from training.common import (
-    TrainerContext,
-    endless,
-    load_checkpoint,
-    load_trainable_state,
-    resolve_resume,
-    run_cli,
-    trainable_state,
-    write_model_card,
-)
-from training.config import ConfigError, TrainConfig, _f
+from training.common import TrainerContext, endless, run_cli, write_model_card
+from training.config import ConcatFinetuneConfig, ConfigError
 from training.datasets import IMAGE_SUFFIXES, DatasetError, load_mask, load_rgb, prepare_dataset_dir
+from training.toolkit import (
+    checkpoint_saver,
+    export_on_main,
+    make_optimizer,
+    resume,
+    setup_accelerator,
+    shard,
+    train_loop,
+)
 
 logger = logging.getLogger(__name__)
 
 METHOD = "concat_inpaint_finetune"
-MODES = ("tryon", "tryoff")
 CATVTON_FILE = "attention/model.safetensors"
 TRYOFF_FILE = "model.safetensors"
 # (person, garment, mask) folder names of the two accepted layouts
 LAYOUTS = {"atelier": ("person", "garment", "mask"), "viton-hd": ("image", "cloth", "agnostic-mask")}
 
 
-@dataclass
-class ConcatFinetuneConfig(TrainConfig):
-    """CatVTON (try-on) / TryOffAnyone (try-off) fine-tune on (person, garment, mask) triplets."""
-
-    SUPPORTS_MULTI_PROCESS = True  # data-parallel: sharded loader, rank 0 writes samples/checkpoints/final
-
-    mode: str = _f("tryon", "tryon: CatVTON layout, attn1 trained; tryoff: TryOffAnyone layout, whole blocks",
-                   choices=MODES)
-    pretrained_model: str = _f(
-        "stable-diffusion-v1-5/stable-diffusion-inpainting", "SD1.5 inpainting model (9-channel UNet): hub id or folder",
-    )
-    vae: str | None = _f("stabilityai/sd-vae-ft-mse", "VAE (hub id or folder; both methods use sd-vae-ft-mse); "
-                         "null = <pretrained_model>/vae")
-    init_weights: str | None = _f(None, "official weights to start from: CatVTON <variant>/attention/model.safetensors "
-                                  "(tryon) or TryOffAnyone model.safetensors (tryoff); null = the base UNet")
-    learning_rate: float = _f(1e-5, "peak learning rate (CatVTON: 1e-5)", (1e-10, 1.0))
-    resolution: int = _f(512, "not used: the canvas is height x width", (32, 4096))
-    height: int = _f(1024, "person/garment canvas height in pixels (3:4 portraits; 1024 or 512)", (32, 4096))
-    width: int = _f(768, "canvas width in pixels (768 or 384)", (32, 4096))
-    condition_dropout: float = _f(0.1, "probability of zeroing the bottom (condition) latent, for CFG", (0.0, 1.0))
-    loss_on_top_only: bool = _f(False, "MSE on the generated top half only (default: the whole canvas)")
-    min_image_size: int = _f(64, "reject images whose shorter side is below this (pixels)", (8, 8192))
-    sample_guidance_scale: float = _f(2.5, "CFG scale of the sample images (both methods: 2.5)", (0.0, 30.0))
-
-    def validate(self) -> None:
-        super().validate()
-        for key in ("height", "width"):
-            value = getattr(self, key)
-            if value % 8:
-                raise ConfigError(f"{key}: {value} is not a multiple of 8 (the VAE downsamples by 8)")
-        if self.init_weights and not Path(self.init_weights).expanduser().is_file():
-            raise ConfigError(f"init_weights: {self.init_weights} is not a file (give the official .safetensors)")
-
-
-@dataclass
-class TryOnFinetuneConfig(ConcatFinetuneConfig):
-    """The runner's ``tryon`` method: CatVTON layout (mode fixed to tryon)."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.mode != "tryon":
-            raise ConfigError("mode: the tryon method trains the CatVTON layout; use the tryoff method for try-off")
-
-
-@dataclass
-class TryOffFinetuneConfig(ConcatFinetuneConfig):
-    """The runner's ``tryoff`` method: TryOffAnyone layout (mode fixed to tryoff, 384x512, seed 36)."""
-
-    mode: str = _f("tryoff", "tryoff: TryOffAnyone layout, whole transformer blocks trained", choices=MODES)
-    height: int = _f(512, "canvas height in pixels (TryOffAnyone: 512)", (32, 4096))
-    width: int = _f(384, "canvas width in pixels (TryOffAnyone: 384)", (32, 4096))
-    seed: int = _f(36, "random seed (TryOffAnyone samples with 36)", (0, 2**32 - 1))
-
-    def validate(self) -> None:
-        super().validate()
-        if self.mode != "tryoff":
-            raise ConfigError("mode: the tryoff method trains the TryOffAnyone layout; use the tryon method for try-on")
-
-
-# -- shared trainer plumbing (the dressing trainer uses these too) ------------------------------------------
-def make_accelerator(config: TrainConfig):
-    """Accelerator on CUDA when available (``device: cpu`` forces CPU) and the autocast dtype."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    cuda = torch.cuda.is_available() and config.device != "cpu"
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA GPU is available")
-    if not cuda and config.mixed_precision != "no":
-        raise ConfigError(f"mixed_precision: {config.mixed_precision!r} needs a CUDA GPU; set it to 'no' on CPU")
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
-    # device_specific: each rank draws its own noise/timesteps (seed + rank; rank 0 = the 1-process run)
-    set_seed(config.seed, device_specific=True)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
-    return accelerator, weight_dtype
-
-
-def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter], checkpoint=None):
-    """AdamW (or bitsandbytes AdamW8bit) + the configured schedule, restored from ``checkpoint`` if it has state."""
-    from diffusers.optimization import get_scheduler
-
-    if config.use_8bit_adam:
-        import bitsandbytes
-
-        optimizer_class = bitsandbytes.optim.AdamW8bit
-    else:
-        optimizer_class = torch.optim.AdamW
-    optimizer = optimizer_class(parameters, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                 num_training_steps=config.max_train_steps)
-    if checkpoint is not None and checkpoint.optimizer_state is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint.optimizer_state["scheduler"])
-    elif checkpoint is not None:
-        logger.warning("checkpoint has no optimizer state; the optimizer starts fresh")
-    return optimizer, lr_scheduler
-
-
+# -- model parts (the dressing trainer loads its parts with this too) ---------------------------------------
 def load_model_part(loader, location: str, subfolder: str | None, key: str):
     """``loader.from_pretrained`` with a ModelUnavailableError naming the config key when it cannot be found."""
     try:
@@ -312,8 +211,7 @@ def apply_init_weights(unet, config: ConcatFinetuneConfig) -> None:
         tensors = weight_set.tensors
     else:
         from pipelines.core.checkpoints import drop_leading, read_state_dict
-        from pipelines.tryoff.checkpoints import load_tryoffanyone
-        from pipelines.tryoff.checkpoints import tryoff_key_map
+        from pipelines.tryoff.checkpoints import load_tryoffanyone, tryoff_key_map
 
         load_tryoffanyone(path, unet)  # validates every key and shape (attn2 included)
         mapping = tryoff_key_map(unet)
@@ -391,7 +289,7 @@ def train(context: TrainerContext) -> None:
     config: ConcatFinetuneConfig = context.config  # type: ignore[assignment]
 
     # 1. device and precision
-    accelerator, weight_dtype = make_accelerator(config)
+    accelerator, weight_dtype = setup_accelerator(config)
 
     # 2. data
     with accelerator.main_process_first():  # a zip is extracted once, by the main process
@@ -399,8 +297,7 @@ def train(context: TrainerContext) -> None:
     dataset = TripletDataset(triplets, config.height, config.width)
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, num_workers=config.dataloader_workers,
                         generator=torch.Generator().manual_seed(config.seed))
-    if accelerator.num_processes > 1:
-        loader = accelerator.prepare(loader)  # each process gets its own shard of every epoch
+    loader = shard(accelerator, loader)  # num_processes > 1: each process trains on its own shard
 
     # 3. models: frozen VAE; the UNet with cross-attention skipped and only the method's weights trainable
     components = load_components(config)
@@ -421,67 +318,36 @@ def train(context: TrainerContext) -> None:
                 sum(p.numel() for p in parameters) / 1e6, sum(p.numel() for p in unet.parameters()) / 1e6)
 
     # 4. resume: weights before the optimizer sees them
-    checkpoint = None
-    start_step = 0
-    if config.resume_from:
-        checkpoint = load_checkpoint(resolve_resume(config.resume_from))
-        if checkpoint.state.get("mode", config.mode) != config.mode:
-            raise ConfigError(f"resume_from: the checkpoint was trained in mode {checkpoint.state['mode']!r}")
-        load_trainable_state({"unet": unet}, checkpoint.tensors, str(checkpoint.path))
-        start_step = checkpoint.step
-        logger.info("resumed from %s at step %d", checkpoint.path, start_step)
+    def check_mode(state: dict[str, Any]) -> None:
+        if state.get("mode", config.mode) != config.mode:
+            raise ConfigError(f"resume_from: the checkpoint was trained in mode {state['mode']!r}")
+
+    checkpoint, start_step = resume(config, {"unet": unet}, check_mode)
 
     # 5. optimizer and schedule
     optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-
-    def save(step: int) -> Path:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": lr_scheduler.state_dict()} \
-            if config.save_optimizer_state else None
-        return context.save_checkpoint(step, trainable_state({"unet": accelerator.unwrap_model(unet)}), state,
-                                       {"base_model": config.pretrained_model, "mode": config.mode})
-
-    # 6. the loop
-    context.begin(start_step, config.max_train_steps)
-    step = start_step
-    batches = endless(loader)
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler,
+                            lambda: {"unet": accelerator.unwrap_model(unet)},
+                            {"base_model": config.pretrained_model, "mode": config.mode})
     # per rank (rank 0 = the 1-process run): each shard gets its own condition dropout
     dropout_generator = torch.Generator().manual_seed(config.seed + start_step + 1_000_003 * accelerator.process_index)
-    unet.train()
-    while step < config.max_train_steps:
-        loss_sum = 0.0
-        for _ in range(config.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(unet):
-                with accelerator.autocast():
-                    loss = training_loss(batch, config, vae, unet, noise_scheduler, weight_dtype, accelerator.device,
-                                         dropout_generator)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().item()
-        step += 1
-        loss_value = loss_sum / config.gradient_accumulation_steps
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate or use fp32")
-        actions = context.after_step(step, loss_value, lr_scheduler.get_last_lr()[0])
-        if actions.sample and accelerator.is_main_process:  # the flag is shared; rank 0 alone writes samples
-            write_samples(context, config, accelerator.unwrap_model(unet), vae, noise_scheduler, dataset, step)
-        if actions.save:
-            save(step)
-        if actions.stop:
-            context.finish("stopped", error="stopped by signal" if context.stopped_by_signal else "stop requested")
-            return
 
-    # 7. export (also when a resumed run had nothing left to do)
-    if context.last_saved_step != step and step > start_step:
-        save(step)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        export_final(context, config, accelerator.unwrap_model(unet), step)
+    def compute_loss(batch: dict[str, Any]) -> torch.Tensor:
+        with accelerator.autocast():
+            return training_loss(batch, config, vae, unet, noise_scheduler, weight_dtype, accelerator.device,
+                                 dropout_generator)
+
+    def sample(step: int) -> list[Path]:
+        return write_samples(context, config, accelerator.unwrap_model(unet), vae, noise_scheduler, dataset, step)
+
+    # 6. the loop
+    unet.train()
+    step = train_loop(context, config, accelerator, unet, optimizer, lr_scheduler, parameters, endless(loader),
+                      compute_loss, save, sample, start_step)
+
+    # 7. export on the main process once every rank is done (also when a resumed run had nothing left to do)
+    export_on_main(context, accelerator, export_final, context, config, accelerator.unwrap_model(unet), step)
 
 
 # -- samples and export ---------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Every field is a dataclass field whose ``metadata`` may carry ``range=(low, high)`` (inclusive, either end
 ``None`` for open), ``choices=(...)`` and ``help``. :func:`load_config` rejects unknown keys (naming the key),
-wrong types and out-of-range values (naming the key and the value) -- never a silent fix-up.
+wrong types and out-of-range values (naming the key and the value) -- never a silent fix-up. The one exception
+is :data:`RETIRED_KEYS`: keys older versions wrote into every run's config, dropped with a logged warning so
+those runs can still be resumed.
 
 This module imports no torch: the UI process validates configs with it before any trainer process starts.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +21,13 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import yaml
+
+from pipelines.types import GARMENT_CATEGORIES
+
+logger = logging.getLogger(__name__)
+
+# key -> why it is gone; only dropped from configs of classes that do not declare it
+RETIRED_KEYS = {"resolution": "only garment_finetune trains at a square resolution; the others use height x width"}
 
 
 class ConfigError(ValueError):
@@ -34,6 +44,13 @@ def _f(default: Any, help: str, range: tuple | None = None, choices: tuple | Non
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def check_multiple_of_8(config: Any, *keys: str) -> None:
+    """The pixel sizes ``keys`` of ``config`` must be multiples of 8 (the VAE downsamples by 8)."""
+    for key in keys:
+        if getattr(config, key) % 8:
+            raise ConfigError(f"{key}: {getattr(config, key)} is not a multiple of 8 (the VAE downsamples by 8)")
 
 
 @dataclass
@@ -67,7 +84,6 @@ class TrainConfig:
     sample_prompts: list = _f([], "prompts for samples (empty = the first training caption)")
     sample_steps: int = _f(20, "denoising steps per sample", (1, 1000))
     sample_seed: int = _f(1234, "fixed seed so samples are comparable across steps", (0, 2**32 - 1))
-    resolution: int = _f(512, "square training resolution in pixels (multiple of 8)", (32, 4096))
     resume_from: str | None = _f(None, "checkpoint folder (checkpoints/step-N) or a run folder (its latest)")
     device: str = _f("auto", "compute device", choices=("auto", "cpu", "cuda"))
     dataloader_workers: int = _f(0, "DataLoader worker processes", (0, 64))
@@ -84,8 +100,6 @@ class TrainConfig:
             raise ConfigError(
                 f"num_processes: {self.num_processes} -- this method trains in one process only; set it to 1"
             )
-        if self.resolution % 8:
-            raise ConfigError(f"resolution: {self.resolution} is not a multiple of 8 (the VAE downsamples by 8)")
         if not self.pretrained_model:
             raise ConfigError("pretrained_model: required (a hub id or a local model folder)")
         if not self.dataset:
@@ -111,6 +125,7 @@ class GarmentFinetuneConfig(TrainConfig):
         "stable-diffusion-v1-5/stable-diffusion-inpainting",
         "SD 1.5/2 inpainting model (9-channel UNet): hub id or local folder",
     )
+    resolution: int = _f(512, "square training resolution in pixels (multiple of 8)", (32, 4096))
     instance_prompt: str | None = _f(None, "one prompt for every image (default: captions from file names)")
     require_masks: bool = _f(False, "fail when an image has no mask instead of drawing random masks")
     random_masks: bool = _f(True, "draw random masks for images without one (the diffusers example's scheme)")
@@ -131,6 +146,7 @@ class GarmentFinetuneConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_multiple_of_8(self, "resolution")
         if self.with_prior_preservation:
             if not self.class_data_dir:
                 raise ConfigError("class_data_dir: required when with_prior_preservation is true")
@@ -214,6 +230,9 @@ def load_config(cls: type[C], source: Mapping[str, Any] | str | Path) -> C:
         raise ConfigError(f"config must be a mapping of keys to values, got {type(data).__name__}")
     data = resolve_tiny_placeholder(data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in [key for key in data if key in RETIRED_KEYS and key not in fields]:
+        logger.warning("%s: ignored for %s (%s)", key, cls.__name__, RETIRED_KEYS[key])
+        del data[key]
     unknown = [key for key in data if key not in fields]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key for {cls.__name__} (known: {', '.join(sorted(fields))})")
@@ -267,7 +286,6 @@ class GarmentMethodConfig(TrainConfig):
     SUPPORTS_MULTI_PROCESS = True  # data-parallel: sharded loader, rank 0 writes (training/garmentbench.py)
 
     vae: str | None = _f(None, "separate VAE (hub id or folder, e.g. stabilityai/sd-vae-ft-mse); null = <model>/vae")
-    resolution: int = _f(512, "not used by the garment methods: they train at height x width", (32, 4096))
     height: int = _f(640, "training height in pixels (multiple of 8; 640 in the official recipes)", (32, 4096))
     width: int = _f(512, "training width in pixels (multiple of 8; 512 in the official recipes)", (32, 4096))
     min_image_size: int = _f(32, "reject dataset images whose shorter side is below this (pixels)", (8, 8192))
@@ -275,10 +293,7 @@ class GarmentMethodConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("height", "width"):
-            value = getattr(self, key)
-            if value % 8:
-                raise ConfigError(f"{key}: {value} is not a multiple of 8 (the VAE downsamples by 8)")
+        check_multiple_of_8(self, "height", "width")
 
 
 @dataclass
@@ -335,3 +350,114 @@ class LemConfig(GarmentMethodConfig):
     vae: str | None = _f("stabilityai/sd-vae-ft-mse", "separate VAE (the one inference uses); null = <model>/vae")
     learning_rate: float = _f(1e-4, "peak learning rate (official: 1e-4)", (1e-10, 1.0))
     drop_logo_prob: float = _f(0.1, "probability of zeroing the logo latent (CFG's unconditional branch)", (0.0, 1.0))
+
+
+# -- try-on / try-off (training/concat_inpaint_finetune.py) -------------------------------------------------
+MODES = ("tryon", "tryoff")
+
+
+@dataclass
+class ConcatFinetuneConfig(TrainConfig):
+    """CatVTON (try-on) / TryOffAnyone (try-off) fine-tune on (person, garment, mask) triplets."""
+
+    SUPPORTS_MULTI_PROCESS = True  # data-parallel: sharded loader, rank 0 writes samples/checkpoints/final
+
+    mode: str = _f("tryon", "tryon: CatVTON layout, attn1 trained; tryoff: TryOffAnyone layout, whole blocks",
+                   choices=MODES)
+    pretrained_model: str = _f(
+        "stable-diffusion-v1-5/stable-diffusion-inpainting", "SD1.5 inpainting model (9-channel UNet): hub id or folder",
+    )
+    vae: str | None = _f("stabilityai/sd-vae-ft-mse", "VAE (hub id or folder; both methods use sd-vae-ft-mse); "
+                         "null = <pretrained_model>/vae")
+    init_weights: str | None = _f(None, "official weights to start from: CatVTON <variant>/attention/model.safetensors "
+                                  "(tryon) or TryOffAnyone model.safetensors (tryoff); null = the base UNet")
+    learning_rate: float = _f(1e-5, "peak learning rate (CatVTON: 1e-5)", (1e-10, 1.0))
+    height: int = _f(1024, "person/garment canvas height in pixels (3:4 portraits; 1024 or 512)", (32, 4096))
+    width: int = _f(768, "canvas width in pixels (768 or 384)", (32, 4096))
+    condition_dropout: float = _f(0.1, "probability of zeroing the bottom (condition) latent, for CFG", (0.0, 1.0))
+    loss_on_top_only: bool = _f(False, "MSE on the generated top half only (default: the whole canvas)")
+    min_image_size: int = _f(64, "reject images whose shorter side is below this (pixels)", (8, 8192))
+    sample_guidance_scale: float = _f(2.5, "CFG scale of the sample images (both methods: 2.5)", (0.0, 30.0))
+
+    def validate(self) -> None:
+        super().validate()
+        check_multiple_of_8(self, "height", "width")
+        if self.init_weights and not Path(self.init_weights).expanduser().is_file():
+            raise ConfigError(f"init_weights: {self.init_weights} is not a file (give the official .safetensors)")
+
+
+@dataclass
+class TryOnFinetuneConfig(ConcatFinetuneConfig):
+    """The runner's ``tryon`` method: CatVTON layout (mode fixed to tryon)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode != "tryon":
+            raise ConfigError("mode: the tryon method trains the CatVTON layout; use the tryoff method for try-off")
+
+
+@dataclass
+class TryOffFinetuneConfig(ConcatFinetuneConfig):
+    """The runner's ``tryoff`` method: TryOffAnyone layout (mode fixed to tryoff, 384x512, seed 36)."""
+
+    mode: str = _f("tryoff", "tryoff: TryOffAnyone layout, whole transformer blocks trained", choices=MODES)
+    height: int = _f(512, "canvas height in pixels (TryOffAnyone: 512)", (32, 4096))
+    width: int = _f(384, "canvas width in pixels (TryOffAnyone: 384)", (32, 4096))
+    seed: int = _f(36, "random seed (TryOffAnyone samples with 36)", (0, 2**32 - 1))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode != "tryoff":
+            raise ConfigError("mode: the tryoff method trains the TryOffAnyone layout; use the tryon method for try-on")
+
+
+# -- AnyDressing (training/dressing.py) -------------------------------------------------------------------
+DEFAULT_PROMPT = "A beautiful woman, best quality, high quality"
+
+
+@dataclass
+class DressingConfig(TrainConfig):
+    """AnyDressing: slot LoRAs on the garment UNet + Dressing-Attention K'/V' on a frozen SD1.5 UNet."""
+
+    pretrained_model: str = _f("SG161222/Realistic_Vision_V4.0_noVAE",
+                               "SD1.5 model (4-channel UNet, frozen denoiser; the garment UNet's config)")
+    vae: str | None = _f("stabilityai/sd-vae-ft-mse", "separate VAE (hub id or folder); null = <pretrained_model>/vae")
+    image_encoder: str = _f("h94/IP-Adapter", "CLIP ViT-H image encoder of the Resampler (hub id or folder)")
+    image_encoder_subfolder: str | None = _f("models/image_encoder", "subfolder of image_encoder (null = none)")
+    init_checkpoint: str | None = _f(None, "IMAGDressing-v1_512.pt (or one of our imagdressing.safetensors) to "
+                                     "start from; null = garment UNet copied from the base, fresh Resampler, K'/V' = W_k/W_v")
+    slot_labels: list = _f([], "LoRA sets by garment category (empty = the categories in the dataset)")
+    lora_rank: int = _f(16, "rank of the slot LoRAs (the paper gives none)", (1, 1024))
+    lora_alpha: float | None = _f(None, "LoRA alpha (default: the rank)", (1e-6, 1e6))
+    learning_rate: float = _f(5e-5, "peak learning rate (AnyDressing: 5e-5 AdamW)", (1e-10, 1.0))
+    height: int = _f(768, "training height in pixels (the paper: 768)", (32, 4096))
+    width: int = _f(576, "training width in pixels (the paper: 576)", (32, 4096))
+    default_prompt: str = _f(DEFAULT_PROMPT, "caption of samples without prompt.txt")
+    drop_condition_prob: float = _f(0.1, "probability of dropping text AND garments of a row (CFG's unconditional "
+                                    "branch = neither)", (0.0, 1.0))
+    garment_scale: float = _f(1.0, "Dressing-Attention lambda while training (IMAGDressing trained with 1.0)", (0.0, 2.0))
+    loc_weight: float = _f(0.01, "weight of L_loc, divided by the sample's garment count m", (0.0, 100.0))
+    loc_normalization: str = _f("joint", "L_loc probabilities: joint (with the self-attention keys; background "
+                                "can reach 0) or garments (paper-literal)", choices=("joint", "garments"))
+    loc_max_tokens: int = _f(4096, "DA layers with more query tokens than this are left out of L_loc (memory)",
+                             (1, 10_000_000))
+    texture_weight: float = _f(0.001, "weight of L_texture = L_hf (+ L_perc)", (0.0, 100.0))
+    texture_max_timestep: int = _f(350, "texture loss only for rows with t <= this", (0, 1000))
+    canny_low: int = _f(100, "Canny lower threshold for the high-frequency mask", (0, 1000))
+    canny_high: int = _f(200, "Canny upper threshold", (0, 1000))
+    perceptual_weights: str | None = _f(None, "TorchScript file computing DISTS(x, y) -> (B,) on [0, 1] images; "
+                                        "null = L_perc skipped")
+    min_image_size: int = _f(32, "reject images whose shorter side is below this (pixels)", (8, 8192))
+    sample_guidance_scale: float = _f(6.5, "CFG scale of the sample images", (0.0, 30.0))
+    sample_garment_scale: float = _f(0.85, "Dressing-Attention lambda of the samples", (0.0, 1.5))
+
+    def validate(self) -> None:
+        super().validate()
+        check_multiple_of_8(self, "height", "width")
+        for label in self.slot_labels:
+            if label not in GARMENT_CATEGORIES:
+                raise ConfigError(f"slot_labels: {label!r} is not a garment category ({', '.join(GARMENT_CATEGORIES)})")
+        if self.init_checkpoint and not Path(self.init_checkpoint).expanduser().is_file():
+            raise ConfigError(f"init_checkpoint: {self.init_checkpoint} is not a file")
+        if self.perceptual_weights and not Path(self.perceptual_weights).expanduser().is_file():
+            raise ConfigError(f"perceptual_weights: {self.perceptual_weights} is not a file")

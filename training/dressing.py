@@ -69,79 +69,26 @@ from pipelines.core.attention import (
 )
 from pipelines.dressing.pipeline import GarmentEncoderState, GarmentSelfAttnProcessor, fit_on_white
 from pipelines.types import GARMENT_CATEGORIES, MAX_GARMENTS
-from training.common import (
-    TrainerContext,
-    endless,
-    load_checkpoint,
-    load_trainable_state,
-    resolve_resume,
-    run_cli,
-    trainable_state,
-    write_model_card,
-)
-from training.concat_inpaint_finetune import load_model_part, make_accelerator, make_optimizer
-from training.config import ConfigError, TrainConfig, _f
+from training.common import TrainerContext, endless, run_cli, write_model_card
+from training.concat_inpaint_finetune import load_model_part
+from training.config import ConfigError, DressingConfig
 from training.datasets import IMAGE_SUFFIXES, DatasetError, load_mask, load_rgb, prepare_dataset_dir
+from training.toolkit import (
+    checkpoint_saver,
+    export_on_main,
+    make_optimizer,
+    resume,
+    setup_accelerator,
+    train_loop,
+)
 
 logger = logging.getLogger(__name__)
 
 METHOD = "dressing"
 SLOT_LORA_FILE = "slot_loras.safetensors"
 CHECKPOINT_FILE = "imagdressing.safetensors"
-DEFAULT_PROMPT = "A beautiful woman, best quality, high quality"
 _GARMENT = re.compile(r"^garment_(\d+)_([a-z]+)$")
 _MASK = re.compile(r"^mask_(\d+)$")
-
-
-@dataclass
-class DressingConfig(TrainConfig):
-    """AnyDressing: slot LoRAs on the garment UNet + Dressing-Attention K'/V' on a frozen SD1.5 UNet."""
-
-    pretrained_model: str = _f("SG161222/Realistic_Vision_V4.0_noVAE",
-                               "SD1.5 model (4-channel UNet, frozen denoiser; the garment UNet's config)")
-    vae: str | None = _f("stabilityai/sd-vae-ft-mse", "separate VAE (hub id or folder); null = <pretrained_model>/vae")
-    image_encoder: str = _f("h94/IP-Adapter", "CLIP ViT-H image encoder of the Resampler (hub id or folder)")
-    image_encoder_subfolder: str | None = _f("models/image_encoder", "subfolder of image_encoder (null = none)")
-    init_checkpoint: str | None = _f(None, "IMAGDressing-v1_512.pt (or one of our imagdressing.safetensors) to "
-                                     "start from; null = garment UNet copied from the base, fresh Resampler, K'/V' = W_k/W_v")
-    slot_labels: list = _f([], "LoRA sets by garment category (empty = the categories in the dataset)")
-    lora_rank: int = _f(16, "rank of the slot LoRAs (the paper gives none)", (1, 1024))
-    lora_alpha: float | None = _f(None, "LoRA alpha (default: the rank)", (1e-6, 1e6))
-    learning_rate: float = _f(5e-5, "peak learning rate (AnyDressing: 5e-5 AdamW)", (1e-10, 1.0))
-    resolution: int = _f(512, "not used: training runs at height x width", (32, 4096))
-    height: int = _f(768, "training height in pixels (the paper: 768)", (32, 4096))
-    width: int = _f(576, "training width in pixels (the paper: 576)", (32, 4096))
-    default_prompt: str = _f(DEFAULT_PROMPT, "caption of samples without prompt.txt")
-    drop_condition_prob: float = _f(0.1, "probability of dropping text AND garments of a row (CFG's unconditional "
-                                    "branch = neither)", (0.0, 1.0))
-    garment_scale: float = _f(1.0, "Dressing-Attention lambda while training (IMAGDressing trained with 1.0)", (0.0, 2.0))
-    loc_weight: float = _f(0.01, "weight of L_loc, divided by the sample's garment count m", (0.0, 100.0))
-    loc_normalization: str = _f("joint", "L_loc probabilities: joint (with the self-attention keys; background "
-                                "can reach 0) or garments (paper-literal)", choices=("joint", "garments"))
-    loc_max_tokens: int = _f(4096, "DA layers with more query tokens than this are left out of L_loc (memory)",
-                             (1, 10_000_000))
-    texture_weight: float = _f(0.001, "weight of L_texture = L_hf (+ L_perc)", (0.0, 100.0))
-    texture_max_timestep: int = _f(350, "texture loss only for rows with t <= this", (0, 1000))
-    canny_low: int = _f(100, "Canny lower threshold for the high-frequency mask", (0, 1000))
-    canny_high: int = _f(200, "Canny upper threshold", (0, 1000))
-    perceptual_weights: str | None = _f(None, "TorchScript file computing DISTS(x, y) -> (B,) on [0, 1] images; "
-                                        "null = L_perc skipped")
-    min_image_size: int = _f(32, "reject images whose shorter side is below this (pixels)", (8, 8192))
-    sample_guidance_scale: float = _f(6.5, "CFG scale of the sample images", (0.0, 30.0))
-    sample_garment_scale: float = _f(0.85, "Dressing-Attention lambda of the samples", (0.0, 1.5))
-
-    def validate(self) -> None:
-        super().validate()
-        for key in ("height", "width"):
-            if getattr(self, key) % 8:
-                raise ConfigError(f"{key}: {getattr(self, key)} is not a multiple of 8 (the VAE downsamples by 8)")
-        for label in self.slot_labels:
-            if label not in GARMENT_CATEGORIES:
-                raise ConfigError(f"slot_labels: {label!r} is not a garment category ({', '.join(GARMENT_CATEGORIES)})")
-        if self.init_checkpoint and not Path(self.init_checkpoint).expanduser().is_file():
-            raise ConfigError(f"init_checkpoint: {self.init_checkpoint} is not a file")
-        if self.perceptual_weights and not Path(self.perceptual_weights).expanduser().is_file():
-            raise ConfigError(f"perceptual_weights: {self.perceptual_weights} is not a file")
 
 
 # -- data -----------------------------------------------------------------------------------------------
@@ -593,7 +540,7 @@ def train(context: TrainerContext) -> None:
     config: DressingConfig = context.config  # type: ignore[assignment]
 
     # 1. device and precision
-    accelerator, weight_dtype = make_accelerator(config)
+    accelerator, weight_dtype = setup_accelerator(config)
     device = accelerator.device
 
     # 2. data
@@ -642,65 +589,35 @@ def train(context: TrainerContext) -> None:
     logger.info("slot LoRAs %s (rank %d) + Dressing-Attention K'/V': %.2fM trainable parameters", labels,
                 config.lora_rank, sum(p.numel() for p in parameters) / 1e6)
 
-    # 4. resume
-    checkpoint = None
-    start_step = 0
-    if config.resume_from:
-        checkpoint = load_checkpoint(resolve_resume(config.resume_from))
-        saved_labels = checkpoint.state.get("slot_labels")
+    # 4. resume: weights before the optimizer sees them
+    def check_labels(state: dict[str, Any]) -> None:
+        saved_labels = state.get("slot_labels")
         if saved_labels is not None and saved_labels != labels:
             raise ConfigError(f"resume_from: the checkpoint has slot LoRAs {saved_labels}, this run {labels}")
-        load_trainable_state(trained, checkpoint.tensors, str(checkpoint.path))
-        start_step = checkpoint.step
-        logger.info("resumed from %s at step %d", checkpoint.path, start_step)
+
+    checkpoint, start_step = resume(config, trained, check_labels)
 
     # 5. optimizer and schedule
     optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
     optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler, lambda: trained,
+                            {"base_model": config.pretrained_model, "slot_labels": labels})
+    generator = torch.Generator().manual_seed(config.seed + start_step)
 
-    def save(step: int) -> Path:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": lr_scheduler.state_dict()} \
-            if config.save_optimizer_state else None
-        return context.save_checkpoint(step, trainable_state(trained), state,
-                                       {"base_model": config.pretrained_model, "slot_labels": labels})
+    def compute_loss(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with accelerator.autocast():
+            losses = training_losses(batch, config, parts, device, weight_dtype, generator)
+        return {"loss": losses["loss"], **{f"loss_{name}": losses[name] for name in ("ldm", "loc", "hf", "perc")}}
+
+    def sample(step: int) -> list[Path]:
+        return write_samples(context, config, parts, processors, dataset, step)
 
     # 6. the loop
-    context.begin(start_step, config.max_train_steps)
-    step = start_step
-    batches = endless(loader)
-    generator = torch.Generator().manual_seed(config.seed + start_step)
-    while step < config.max_train_steps:
-        sums = {"loss": 0.0, "ldm": 0.0, "loc": 0.0, "hf": 0.0, "perc": 0.0}
-        for _ in range(config.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(slot_loras):
-                with accelerator.autocast():
-                    losses = training_losses(batch, config, parts, device, weight_dtype, generator)
-                accelerator.backward(losses["loss"])
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            for key in sums:
-                sums[key] += float(losses[key].detach()) / config.gradient_accumulation_steps
-        step += 1
-        if not all(math.isfinite(value) for value in sums.values()):
-            raise FloatingPointError(f"loss became non-finite at step {step} ({sums}); lower learning_rate or use fp32")
-        actions = context.after_step(step, sums["loss"], lr_scheduler.get_last_lr()[0], loss_ldm=sums["ldm"],
-                                     loss_loc=sums["loc"], loss_hf=sums["hf"], loss_perc=sums["perc"])
-        if actions.sample:
-            write_samples(context, config, parts, processors, dataset, step)
-        if actions.save:
-            save(step)
-        if actions.stop:
-            context.finish("stopped", error="stopped by signal" if context.stopped_by_signal else "stop requested")
-            return
+    step = train_loop(context, config, accelerator, slot_loras, optimizer, lr_scheduler, parameters, endless(loader),
+                      compute_loss, save, sample, start_step)
 
-    # 7. export (also when a resumed run had nothing left to do)
-    if context.last_saved_step != step and step > start_step:
-        save(step)
-    export_final(context, config, parts, processors, labels, step)
+    # 7. export on the main process once every rank is done (also when a resumed run had nothing left to do)
+    export_on_main(context, accelerator, export_final, context, config, parts, processors, labels, step)
 
 
 # -- samples and export ---------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections import Counter
@@ -26,18 +25,18 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.core.sampling import encode_prompts
-from training.common import (
-    TrainerContext,
-    endless,
-    load_checkpoint,
-    load_trainable_state,
-    resolve_resume,
-    run_cli,
-    trainable_state,
-    write_model_card,
-)
+from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import ConfigError, GarmentFinetuneConfig
 from training.datasets import DatasetItem, load_dataset, load_mask, load_rgb
+from training.toolkit import (
+    checkpoint_saver,
+    export_on_main,
+    make_optimizer,
+    resume,
+    setup_accelerator,
+    shard,
+    train_loop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,25 +203,10 @@ def build_pipeline(components: dict[str, Any], unet, text_encoder):
 # -- training -------------------------------------------------------------------------------------------
 def train(context: TrainerContext) -> None:
     """The whole fine-tune, top to bottom."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
-
     config: GarmentFinetuneConfig = context.config  # type: ignore[assignment]
 
     # 1. device and precision
-    cuda = torch.cuda.is_available() and config.device != "cpu"
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA GPU is available")
-    if not cuda and config.mixed_precision != "no":
-        raise ConfigError(f"mixed_precision: {config.mixed_precision!r} needs a CUDA GPU; set it to 'no' on CPU")
-    accelerator = Accelerator(
-        cpu=not cuda, mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
-    # device_specific: each rank draws its own noise/timesteps (seed + rank; rank 0 = the 1-process run)
-    set_seed(config.seed, device_specific=True)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+    accelerator, weight_dtype = setup_accelerator(config)
 
     # 2. data
     items = load_dataset(config.dataset, require_masks=config.require_masks, min_size=config.min_image_size,
@@ -237,8 +221,7 @@ def train(context: TrainerContext) -> None:
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
                         num_workers=config.dataloader_workers,
                         generator=torch.Generator().manual_seed(config.seed))
-    if accelerator.num_processes > 1:
-        loader = accelerator.prepare(loader)  # each process gets its own shard of every epoch
+    loader = shard(accelerator, loader)  # num_processes > 1: each process trains on its own shard
 
     # 3. models
     components = load_components(config)
@@ -264,97 +247,51 @@ def train(context: TrainerContext) -> None:
         text_encoder.to(accelerator.device, dtype=weight_dtype)
 
     # 4. resume: weights before the optimizer sees them
-    checkpoint = None
-    start_step = 0
-    if config.resume_from:
-        checkpoint = load_checkpoint(resolve_resume(config.resume_from))
-        load_trainable_state(trained, checkpoint.tensors, str(checkpoint.path))
-        start_step = checkpoint.step
-        logger.info("resumed from %s at step %d", checkpoint.path, start_step)
+    checkpoint, start_step = resume(config, trained)
 
-    # 5. optimizer and schedule
-    unet_params = [p for p in unet.parameters() if p.requires_grad]
-    groups = [{"params": unet_params, "lr": config.learning_rate}]
+    # 5. optimizer and schedule (the text encoder may have its own learning rate)
+    groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": config.learning_rate}]
     if config.train_text_encoder:
         groups.append({"params": [p for p in text_encoder.parameters() if p.requires_grad],
                        "lr": config.text_encoder_lr or config.learning_rate})
-    if config.use_8bit_adam:
-        import bitsandbytes
-
-        optimizer_class = bitsandbytes.optim.AdamW8bit
-    else:
-        optimizer_class = torch.optim.AdamW
-    optimizer = optimizer_class(groups, betas=(config.adam_beta1, config.adam_beta2),
-                                weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                 num_training_steps=config.max_train_steps)
-    if checkpoint is not None and checkpoint.optimizer_state is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint.optimizer_state["scheduler"])
-    elif checkpoint is not None:
-        logger.warning("checkpoint has no optimizer state; the optimizer starts fresh")
-    prepared = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler) if config.train_text_encoder \
-        else accelerator.prepare(unet, optimizer, lr_scheduler)
+    parameters = [p for group in groups for p in group["params"]]
+    optimizer, lr_scheduler = make_optimizer(config, groups, checkpoint)
     if config.train_text_encoder:
-        unet, text_encoder, optimizer, lr_scheduler = prepared
+        unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
     else:
-        unet, optimizer, lr_scheduler = prepared
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
 
-    def save(step: int) -> Path:
-        models = {"unet": accelerator.unwrap_model(unet)}
+    def modules() -> dict[str, Any]:
+        found = {"unet": accelerator.unwrap_model(unet)}
         if config.train_text_encoder:
-            models["text_encoder"] = accelerator.unwrap_model(text_encoder)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": lr_scheduler.state_dict()} \
-            if config.save_optimizer_state else None
-        return context.save_checkpoint(step, trainable_state(models), state,
-                                       {"base_model": config.pretrained_model, "use_lora": config.use_lora})
+            found["text_encoder"] = accelerator.unwrap_model(text_encoder)
+        return found
 
-    # 6. the loop
-    context.begin(start_step, config.max_train_steps)
-    step = start_step
-    batches = endless(loader)
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler, modules,
+                            {"base_model": config.pretrained_model, "use_lora": config.use_lora})
     class_rng = random.Random(config.seed + start_step)
     scaling = vae.config.scaling_factor
-    unet.train()
-    while step < config.max_train_steps:
-        loss_sum = 0.0
-        for _ in range(config.gradient_accumulation_steps):
-            batch = next(batches)
-            if class_dataset is not None:
-                extra = [class_dataset[class_rng.randrange(len(class_dataset))] for _ in batch["captions"]]
-                extra_batch = collate(extra)
-                batch = {key: (torch.cat([batch[key], extra_batch[key]]) if key != "captions"
-                               else batch[key] + extra_batch[key]) for key in batch}
-            with accelerator.accumulate(*trained.values()):
-                loss = training_loss(batch, config, vae, unet, text_encoder, tokenizer, noise_scheduler,
-                                     scaling, weight_dtype, accelerator.device, class_dataset is not None)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().item()
-        step += 1
-        loss_value = loss_sum / config.gradient_accumulation_steps
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate or use fp32")
-        actions = context.after_step(step, loss_value, lr_scheduler.get_last_lr()[0])
-        if actions.sample and accelerator.is_main_process:
-            write_samples(context, config, components, accelerator, unet, text_encoder, dataset, step)
-        if actions.save:
-            save(step)
-        if actions.stop:
-            context.finish("stopped", error="stopped by signal" if context.stopped_by_signal else "stop requested")
-            return
 
-    # 7. export (also when a resumed run had nothing left to do)
-    if context.last_saved_step != step and step > start_step:
-        save(step)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        export_final(context, config, components, accelerator.unwrap_model(unet),
-                     accelerator.unwrap_model(text_encoder), items, step)
+    def compute_loss(batch: dict[str, Any]) -> torch.Tensor:
+        if class_dataset is not None:  # prior preservation: as many class images as instance images
+            extra = collate([class_dataset[class_rng.randrange(len(class_dataset))] for _ in batch["captions"]])
+            batch = {key: (torch.cat([batch[key], extra[key]]) if key != "captions" else batch[key] + extra[key])
+                     for key in batch}
+        return training_loss(batch, config, vae, unet, text_encoder, tokenizer, noise_scheduler, scaling,
+                             weight_dtype, accelerator.device, class_dataset is not None)
+
+    def sample(step: int) -> list[Path]:
+        return write_samples(context, config, components, accelerator, unet, text_encoder, dataset, step)
+
+    # 6. the loop
+    unet.train()
+    models = (unet, text_encoder) if config.train_text_encoder else unet
+    step = train_loop(context, config, accelerator, models, optimizer, lr_scheduler, parameters, endless(loader),
+                      compute_loss, save, sample, start_step)
+
+    # 7. export on the main process once every rank is done (also when a resumed run had nothing left to do)
+    export_on_main(context, accelerator, export_final, context, config, components, accelerator.unwrap_model(unet),
+                   accelerator.unwrap_model(text_encoder), items, step)
 
 
 def training_loss(batch, config: GarmentFinetuneConfig, vae, unet, text_encoder, tokenizer, noise_scheduler,

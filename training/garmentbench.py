@@ -200,30 +200,6 @@ def load_mask_sized(path: Path, width: int, height: int):
     return mask_to_tensor(load_mask(path), width, height)[0]
 
 
-def setup_accelerator(config, find_unused_parameters: bool = False):
-    """(accelerator, weight_dtype) with the checks every trainer shares (CPU needs mixed_precision 'no').
-    ``find_unused_parameters``: for multi-GPU runs whose trained module has parameters outside the loss path
-    (the GAM ref_unet's layers after its last recorded attn1)."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-
-    from training.config import ConfigError
-
-    cuda = torch.cuda.is_available() and config.device != "cpu"
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA GPU is available")
-    if not cuda and config.mixed_precision != "no":
-        raise ConfigError(f"mixed_precision: {config.mixed_precision!r} needs a CUDA GPU; set it to 'no' on CPU")
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else None
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
-    # device_specific: each rank draws its own noise/timesteps/dropout (seed + rank; rank 0 = the 1-process run)
-    set_seed(config.seed, device_specific=True)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
-    return accelerator, weight_dtype
-
-
 def load_sd_parts(config, text: bool = True) -> dict[str, Any]:
     """tokenizer, text_encoder (when ``text``), vae (``config.vae`` or ``<model>/vae``), unet, noise_scheduler."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -262,24 +238,6 @@ def check_unet(unet, config, in_channels: int) -> None:
             raise ConfigError(f"{key}: {getattr(config, key)} must be a multiple of {multiple} for this UNet")
 
 
-def make_optimizer(config, parameters: list):
-    """AdamW (or bitsandbytes AdamW8bit) + the configured schedule."""
-    import torch
-    from diffusers.optimization import get_scheduler
-
-    if config.use_8bit_adam:
-        import bitsandbytes
-
-        optimizer_class = bitsandbytes.optim.AdamW8bit
-    else:
-        optimizer_class = torch.optim.AdamW
-    optimizer = optimizer_class(parameters, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
-                              num_training_steps=config.max_train_steps)
-    return optimizer, scheduler
-
-
 def ddim_factory(noise_scheduler):
     """A callable returning a fresh DDIM scheduler with the spec's SD1.5 settings (as the registry's)."""
     from diffusers import DDIMScheduler
@@ -289,84 +247,3 @@ def ddim_factory(noise_scheduler):
     return lambda: DDIMScheduler.from_config(config)
 
 
-def shard(accelerator, loader):
-    """Multi-process runs: each process gets its own shard of every epoch (a 1-process run keeps ``loader``)."""
-    return accelerator.prepare(loader) if accelerator.num_processes > 1 else loader
-
-
-def export_on_main(context, accelerator, export, *args) -> None:
-    """``export(*args)`` on the main process only, once every rank has finished training (skipped when the run
-    already ended, e.g. stopped)."""
-    if context.status is not None:
-        return
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        export(*args)
-
-
-def save_sample(context, image, index: int, step: int, params: dict[str, Any]) -> Path:
-    """``samples/step-N-i.png`` with the sample's parameters in the PNG metadata."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("parameters", json.dumps({**params, "step": step, "run_id": context.run_id}, default=str))
-    path = context.samples_dir / f"step-{step:08d}-{index}.png"
-    image.save(path, pnginfo=info)
-    return path
-
-
-def train_loop(context, config, accelerator, model, optimizer, lr_scheduler, parameters: list, batches,
-               compute_loss, save, sample, start_step: int) -> int:
-    """The optimizer-step loop the three trainers share; returns the last step. ``compute_loss(batch)`` returns the
-    micro-batch loss, ``save(step)`` writes a checkpoint (every rank calls it; only rank 0's context writes),
-    ``sample(step)`` writes sample images (main process only)."""
-    import math
-
-    context.begin(start_step, config.max_train_steps)
-    step = start_step
-    while step < config.max_train_steps:
-        loss_sum = 0.0
-        for _ in range(config.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(model):
-                loss = compute_loss(batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().item()
-        step += 1
-        loss_value = loss_sum / config.gradient_accumulation_steps
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate or use fp32")
-        actions = context.after_step(step, loss_value, lr_scheduler.get_last_lr()[0])
-        if actions.sample and accelerator.is_main_process:  # the flag is shared; rank 0 alone writes samples
-            sample(step)
-        if actions.save:
-            save(step)
-        if actions.stop:
-            context.finish("stopped", error="stopped by signal" if context.stopped_by_signal else "stop requested")
-            return step
-    if context.last_saved_step != step and step > start_step:
-        save(step)
-    return step
-
-
-def noisy_latents(latents, noise_scheduler, noise_offset: float = 0.0):
-    """(noise, timesteps, noisy latents, target) for one denoising-MSE step on ``latents`` (B, 4, h, w)."""
-    import torch
-
-    noise = torch.randn_like(latents)
-    if noise_offset > 0:  # per (image, channel) offset: lets the model learn very dark/bright images
-        noise = noise + noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device,
-                                                   dtype=latents.dtype)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              device=latents.device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    return noise, timesteps, noisy, target

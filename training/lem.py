@@ -35,28 +35,23 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.core.attention import attn1_modules
 from pipelines.core.concat_inpaint import ATTN1_PROJECTIONS, skip_cross_attention
 from pipelines.core.sampling import mask_to_tensor
-from training.common import (
-    TrainerContext,
-    endless,
-    load_checkpoint,
-    load_trainable_state,
-    resolve_resume,
-    run_cli,
-    trainable_state,
-    write_model_card,
-)
+from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import LemConfig
 from training.datasets import load_mask
 from training.garmentbench import (
     GarmentRecord,
     check_unet,
     ddim_factory,
-    export_on_main,
     load_garmentbench,
     load_rgb_sized,
     load_sd_parts,
+)
+from training.toolkit import (
+    checkpoint_saver,
+    export_on_main,
     make_optimizer,
     noisy_latents,
+    resume,
     save_sample,
     setup_accelerator,
     shard,
@@ -147,19 +142,11 @@ def train(context: TrainerContext) -> None:
     loader = shard(accelerator, loader)  # num_processes > 1: each process trains on its own shard
 
     # 4. resume: weights before the optimizer sees them
-    checkpoint, start_step = None, 0
-    if config.resume_from:
-        checkpoint = load_checkpoint(resolve_resume(config.resume_from))
-        load_trainable_state({"unet": unet}, checkpoint.tensors, str(checkpoint.path))
-        start_step = checkpoint.step
-        logger.info("resumed from %s at step %d", checkpoint.path, start_step)
+    checkpoint, start_step = resume(config, {"unet": unet})
 
     # 5. optimizer and schedule
     parameters = [p for p in unet.parameters() if p.requires_grad]
-    optimizer, lr_scheduler = make_optimizer(config, parameters)
-    if checkpoint is not None and checkpoint.optimizer_state is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint.optimizer_state["scheduler"])
+    optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
     model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     logger.info("trainable parameters: %.2fM", count / 1e6)
 
@@ -180,11 +167,8 @@ def train(context: TrainerContext) -> None:
         prediction = model(model_input, timesteps, encoder_hidden_states=dummy).sample
         return F.mse_loss(prediction.float(), target.float())  # the whole 2h x w canvas
 
-    def save(step: int) -> Path:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": lr_scheduler.state_dict()} \
-            if config.save_optimizer_state else None
-        return context.save_checkpoint(step, trainable_state({"unet": accelerator.unwrap_model(model)}), state,
-                                       {"base_model": config.pretrained_model, "layout": "imaggarment_lem"})
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler,
+                            lambda: {"unet": accelerator.unwrap_model(model)}, {"base_model": config.pretrained_model, "layout": "imaggarment_lem"})
 
     def sample(step: int) -> list[Path]:
         return write_samples(context, config, parts, accelerator.unwrap_model(model), accelerator, dataset, step)

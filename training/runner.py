@@ -5,7 +5,7 @@ the UI only calls this class and reads the job store and run folders. Nothing he
 
 Adding a training method is one line in :data:`METHODS`::
 
-    "colour_adapter": MethodSpec("training.colour_adapter", "training.colour_adapter_config:ColourAdapterConfig"),
+    "colour_adapter": MethodSpec("training.colour_adapter", "training.config:ColourAdapterConfig"),
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ METHODS: dict[str, MethodSpec] = {
     "colour_adapter": MethodSpec("training.colour_adapter", "training.config:ColourAdapterConfig", "training.garmentbench:preflight"),
     "gam": MethodSpec("training.gam", "training.config:GamConfig", "training.garmentbench:preflight"),
     "lem": MethodSpec("training.lem", "training.config:LemConfig", "training.garmentbench:preflight"),
-    "dressing": MethodSpec("training.dressing", "training.dressing:DressingConfig", "training.dressing:preflight"),
-    "tryon": MethodSpec("training.concat_inpaint_finetune", "training.concat_inpaint_finetune:TryOnFinetuneConfig", "training.concat_inpaint_finetune:preflight"),
-    "tryoff": MethodSpec("training.concat_inpaint_finetune", "training.concat_inpaint_finetune:TryOffFinetuneConfig", "training.concat_inpaint_finetune:preflight"),
+    "dressing": MethodSpec("training.dressing", "training.config:DressingConfig", "training.dressing:preflight"),
+    "tryon": MethodSpec("training.concat_inpaint_finetune", "training.config:TryOnFinetuneConfig", "training.concat_inpaint_finetune:preflight"),
+    "tryoff": MethodSpec("training.concat_inpaint_finetune", "training.config:TryOffFinetuneConfig", "training.concat_inpaint_finetune:preflight"),
 }
 
 

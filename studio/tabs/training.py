@@ -309,21 +309,27 @@ class TrainingHandlers:
 
 
 # ----------------------------------------------------------------------------------------------- tab
-def _component(name: str, info: dict[str, Any], value: Any) -> Any:
+def shown_fields(method: str) -> list[str]:
+    """The form fields ``method`` has, in form order; the others are hidden and never sent."""
+    fields = method_fields(method)
+    return [name for name in FORM_FIELDS if name in fields]
+
+
+def _component(name: str, info: dict[str, Any], value: Any, visible: bool) -> Any:
     label, kind = FORM_FIELDS[name]
     elem_id = f"training-{name.replace('_', '-')}"
     help_text = info.get("help")
+    common = {"label": label, "elem_id": elem_id, "visible": visible}
     if kind == "bool":
-        return gr.Checkbox(value=bool(value), label=label, info=help_text, elem_id=elem_id)
+        return gr.Checkbox(value=bool(value), info=help_text, **common)
     if kind == "choice":
-        return gr.Dropdown(list(info.get("choices") or []), value=value, label=label, elem_id=elem_id)
+        return gr.Dropdown(list(info.get("choices") or []), value=value, **common)
     if kind == "int":
         low, high = info.get("range") or (None, None)
-        return gr.Number(value=value, precision=0, minimum=low, maximum=high, label=label, info=help_text,
-                         elem_id=elem_id)
+        return gr.Number(value=value, precision=0, minimum=low, maximum=high, info=help_text, **common)
     if kind == "float":
-        return gr.Number(value=value, label=label, info=help_text, elem_id=elem_id)
-    return gr.Textbox(value=value or "", label=label, info=help_text, elem_id=elem_id)
+        return gr.Number(value=value, info=help_text, **common)
+    return gr.Textbox(value=value or "", info=help_text, **common)
 
 
 def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
@@ -367,16 +373,16 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
             run_name = gr.Textbox(label="Run name (optional)", elem_id="training-run-name")
             with gr.Row():
                 for name in ("max_train_steps", "learning_rate", "resolution"):
-                    f[name] = _component(name, fields0.get(name, {}), values0[name])
+                    f[name] = _component(name, fields0.get(name, {}), values0[name], name in fields0)
             with gr.Accordion("More settings", open=False):
                 with gr.Row():
                     for name in FORM_FIELDS:
                         if name not in f and FORM_FIELDS[name][1] != "bool":
-                            f[name] = _component(name, fields0.get(name, {}), values0[name])
+                            f[name] = _component(name, fields0.get(name, {}), values0[name], name in fields0)
                 with gr.Row():
                     for name in FORM_FIELDS:
                         if name not in f:
-                            f[name] = _component(name, fields0.get(name, {}), values0[name])
+                            f[name] = _component(name, fields0.get(name, {}), values0[name], name in fields0)
                 advanced = gr.Code(yaml.safe_dump(recipe_values, sort_keys=False), language="yaml",
                                    label="Advanced: the recipe (form fields above override these keys)",
                                    elem_id="training-advanced")
@@ -426,8 +432,8 @@ def build_training_tab(ctx: StudioContext) -> dict[str, Any]:
     def on_recipe(method_name, recipe_name):
         data = handlers.recipe(recipe_name) if recipe_name else {}
         values = form_values(method_name, data)
-        fields = method_fields(method_name)
-        updates = [gr.update(value=values[name], visible=name in fields) for name in FORM_FIELDS]
+        shown = shown_fields(method_name)
+        updates = [gr.update(value=values[name], visible=name in shown) for name in FORM_FIELDS]
         return [yaml.safe_dump(data, sort_keys=False), *updates]
 
     recipe.change(on_recipe, [method, recipe], [advanced, *form_components], queue=False)

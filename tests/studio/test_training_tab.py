@@ -12,11 +12,11 @@ import gradio as gr
 import pytest
 import yaml
 
-from studio.components import StudioContext
 from pipelines.service import StudioService
-from studio.tabs.training import FORM_FIELDS, TrainingHandlers, form_values, loss_frame, run_status_text
-from training.api import build_config, default_recipe, load_recipe, recipe_names, safe_name
+from studio.components import StudioContext
+from studio.tabs.training import FORM_FIELDS, TrainingHandlers, form_values, loss_frame, run_status_text, shown_fields
 from tests.training.test_datasets import make_garment_dataset, zip_folder
+from training.api import build_config, default_recipe, load_recipe, method_fields, recipe_names, safe_name
 from training.runner import RunManager
 
 
@@ -108,7 +108,7 @@ def test_recipes_by_name_and_tiny_substitution(tiny_models):
     assert recipe["pretrained_model"] == f"{tiny_models}/inpaint"
     values = form_values("garment_finetune", recipe)
     assert values["max_train_steps"] == 12 and values["resolution"] == 64 and values["use_lora"] is False
-    assert set(values) == set(FORM_FIELDS)
+    assert values["resolution"] == 64 and recipe["resolution"] == 64  # the recipe's value, not the default 512
     config = build_config("garment_finetune", yaml.safe_dump(recipe), {**values, "learning_rate": 3e-4}, "/data")
     assert config["learning_rate"] == 3e-4 and config["dataset"] == "/data" and config["instance_prompt"] is None
     with pytest.raises(ValueError, match="Load a dataset first"):
@@ -171,7 +171,17 @@ def test_every_registered_method_has_a_form_and_recipes(handlers):
         assert all(name == method or name.startswith(f"{method}_") for name in names)
         recipe = load_recipe(default_recipe(method, tiny=True), handlers.tiny_root) if names else {}
         values = form_values(method, recipe)
-        assert set(values) == set(FORM_FIELDS)
+        fields = method_fields(method)
+        shown = shown_fields(method)
+        # a field is shown exactly when the method has it; a shown field starts at the recipe's value or the default
+        assert shown and shown == [name for name in FORM_FIELDS if name in fields]
+        for name in FORM_FIELDS:
+            expected = recipe.get(name, fields[name]["default"]) if name in shown else None
+            assert values[name] == expected, (method, name)
+        config = build_config(method, yaml.safe_dump(recipe), {name: values[name] for name in shown}, "/data")
+        assert set(config) <= set(fields), (method, set(config) - set(fields))
+    # only the square-crop fine-tune trains at one resolution; the other methods use height x width
+    assert [m for m in METHODS if "resolution" in shown_fields(m)] == ["garment_finetune"]
 
 
 def test_use_in_studio_routes_every_kind_and_survives_a_restart(tmp_path, models_dir):

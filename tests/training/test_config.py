@@ -59,3 +59,15 @@ def test_yaml_scientific_notation_and_presets(tmp_path):
     config = load_config(GarmentFinetuneConfig, {**tiny, "pretrained_model": "m", "dataset": "d"})
     assert config.resolution <= 64 and config.max_train_steps <= 20
     assert field_help(GarmentFinetuneConfig)["learning_rate"]["range"] == (1e-10, 1.0)
+
+
+def test_a_retired_key_is_dropped_only_where_the_method_lacks_it(caplog):
+    """Runs saved before `resolution` left the shared config still resume; garment_finetune still checks it."""
+    from training.config import ConcatFinetuneConfig
+
+    config = load_config(ConcatFinetuneConfig, {"dataset": "x", "pretrained_model": "m", "resolution": 512})
+    assert not hasattr(config, "resolution") and "resolution: ignored for ConcatFinetuneConfig" in caplog.text
+    with pytest.raises(ConfigError, match="resolution: 100 is not a multiple of 8"):
+        load_config(GarmentFinetuneConfig, {"dataset": "x", "resolution": 100})
+    with pytest.raises(ConfigError, match="lr: unknown key"):  # any other unknown key is still refused
+        load_config(ConcatFinetuneConfig, {"dataset": "x", "pretrained_model": "m", "lr": 1})

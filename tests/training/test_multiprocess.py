@@ -12,7 +12,7 @@ import pytest
 from tests.training.test_datasets import make_garment_dataset
 from tests.training.test_runner import START_TIMEOUT, tiny_config
 from training.config import ConfigError, load_config
-from training.dressing import DressingConfig
+from training.config import DressingConfig
 from training.runner import RunManager, launch_command
 
 
