@@ -167,8 +167,9 @@ class StudioService:
         """Build the tiny model set when the preset is the tiny one (idempotent); its folder, else None."""
         return self.registry.ensure_tiny_models()
 
-    def use_weights(self, checkpoint: str, path: str | Path) -> None:
-        """Make the studio use ``path`` as preset checkpoint ``checkpoint`` from the next generation on."""
+    def use_weights(self, checkpoint: str, path: str | Path | None) -> None:
+        """Make the studio use ``path`` as preset checkpoint ``checkpoint`` from the next generation on
+        (``None``: the preset's own weights again)."""
         with self.gpu_lock:
             try:
                 self.registry.use_checkpoint(checkpoint, path)

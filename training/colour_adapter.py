@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +208,8 @@ def train(context: TrainerContext) -> None:
         return F.mse_loss(prediction.float(), target.float())
 
     save = checkpoint_saver(context, config, optimizer, lr_scheduler,
-                            lambda: accelerator.unwrap_model(model).state_modules(), {"base_model": config.pretrained_model, "layout": "imaggarment_color_adapter"})
+                            lambda: accelerator.unwrap_model(model).state_modules(),
+                            {"base_model": config.pretrained_model, "layout": "imaggarment_color_adapter"})
 
     def sample(step: int) -> list[Path]:
         return write_samples(context, config, parts, image_encoder, image_processor,
@@ -281,7 +281,6 @@ def export_final(context: TrainerContext, config: ColourAdapterConfig, adapter: 
         "width": config.width,
         "steps": step,
         "run_id": context.run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model_card(final, card)
     logger.info("final colour adapter written to %s", final / WEIGHTS_FILE)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,7 +436,6 @@ def export_final(context: TrainerContext, config: ConcatFinetuneConfig, unet, st
         "width": config.width,
         "steps": step,
         "run_id": context.run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model_card(final, card)
     logger.info("final %s weights written to %s", config.mode, path)

@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -705,7 +704,6 @@ def export_final(context: TrainerContext, config: DressingConfig, parts: dict[st
         "width": config.width,
         "steps": step,
         "run_id": context.run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model_card(final, card)
     logger.info("final dressing model written to %s", final)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +211,8 @@ def train(context: TrainerContext) -> None:
         return F.mse_loss(prediction.float(), target.float())
 
     save = checkpoint_saver(context, config, optimizer, lr_scheduler,
-                            lambda: accelerator.unwrap_model(model).state_modules(), {"base_model": config.pretrained_model, "layout": "imaggarment_gam"})
+                            lambda: accelerator.unwrap_model(model).state_modules(),
+                            {"base_model": config.pretrained_model, "layout": "imaggarment_gam"})
 
     def sample(step: int) -> list[Path]:
         return write_samples(context, config, parts, accelerator.unwrap_model(model), accelerator, records, step)
@@ -282,7 +282,6 @@ def export_final(context: TrainerContext, config: GamConfig, gam: GarmentAppeara
         "width": config.width,
         "steps": step,
         "run_id": context.run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model_card(final, card)
     logger.info("final GAM written to %s", final / WEIGHTS_FILE)

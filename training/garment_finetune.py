@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -405,7 +404,6 @@ def export_final(context: TrainerContext, config: GarmentFinetuneConfig, compone
         "resolution": config.resolution,
         "steps": step,
         "run_id": context.run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model_card(final, card)
     logger.info("final model written to %s", final)

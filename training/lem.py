@@ -24,7 +24,6 @@ Run alone:  python -m training.lem --config cfg.yaml [--run-id ID --store DB]
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,8 @@ def train(context: TrainerContext) -> None:
         return F.mse_loss(prediction.float(), target.float())  # the whole 2h x w canvas
 
     save = checkpoint_saver(context, config, optimizer, lr_scheduler,
-                            lambda: {"unet": accelerator.unwrap_model(model)}, {"base_model": config.pretrained_model, "layout": "imaggarment_lem"})
+                            lambda: {"unet": accelerator.unwrap_model(model)},
+                            {"base_model": config.pretrained_model, "layout": "imaggarment_lem"})
 
     def sample(step: int) -> list[Path]:
         return write_samples(context, config, parts, accelerator.unwrap_model(model), accelerator, dataset, step)
@@ -237,7 +237,6 @@ def export_final(context: TrainerContext, config: LemConfig, unet, step: int) ->
         "width": config.width,
         "steps": step,
         "run_id": context.run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model_card(final, card)
     logger.info("final LEM written to %s", final / WEIGHTS_FILE)

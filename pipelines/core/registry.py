@@ -112,6 +112,7 @@ class ModelRegistry:
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.tiny_root = self.models_dir / "tiny"
         self.preset = preset.resolved(self.tiny_root)
+        self._preset_checkpoints = dict(self.preset.checkpoints)  # what use_checkpoint(name, None) goes back to
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self._objects: dict[str, Any] = {}
@@ -217,14 +218,21 @@ class ModelRegistry:
                 raise ModelUnavailableError(offline_hint(entry.location)) from error
         return resolve_file(entry.location, entry.filename)
 
-    def use_checkpoint(self, name: str, path: str | Path) -> None:
-        """Point checkpoint ``name`` at a local file (e.g. a fine-tune's output) and drop what was built from
-        the old one, so the next generation loads the new weights ("Use in studio")."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path} is not a checkpoint file")
+    def use_checkpoint(self, name: str, path: str | Path | None) -> None:
+        """Point checkpoint ``name`` at a local file (e.g. a fine-tune's output), or back at the preset's own
+        weights with ``None``, and drop what was built from the old one, so the next generation loads the new
+        weights ("Use in studio")."""
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ValueError(f"{path} is not a checkpoint file")
         with self._lock:
-            self.preset.checkpoints[name] = CheckpointLocation(str(path))
+            if path is not None:
+                self.preset.checkpoints[name] = CheckpointLocation(str(path))
+            elif name in self._preset_checkpoints:
+                self.preset.checkpoints[name] = self._preset_checkpoints[name]
+            else:
+                self.preset.checkpoints.pop(name, None)
             self._objects.pop(name, None)
             self._info.pop(name, None)
             self._objects.pop(f"weight_set:{name}", None)

@@ -99,3 +99,7 @@ def test_use_checkpoint_swaps_in_new_weights(models_dir, tmp_path):
     assert not np.array_equal(before, after)
     with pytest.raises(ValueError, match="not a checkpoint file"):
         service.registry.use_checkpoint("garment_color", tmp_path / "missing.bin")
+    # None: back to the preset's own weights, and the next call makes the first image again
+    service.use_weights("garment_color", None)
+    assert service.weights_in_use("garment_color") == str(original)
+    assert np.array_equal(np.asarray(service.run("garment", dict(params)).images[0]), before)

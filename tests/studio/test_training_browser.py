@@ -146,3 +146,64 @@ def test_training_tab_start_stop_resume(studio, page, tmp_path):
                     os.killpg(record.pgid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+USE_KINDS = {  # run kind -> (its card's weights: preset checkpoint -> file, the tab "Use in studio" opens)
+    "garment_color": ({"garment_color": "color_adapter.safetensors"}, "design"),
+    "garment_gam": ({"garment_gam": "gam.safetensors"}, "design"),
+    "garment_lem": ({"garment_lem": "lem.safetensors"}, "design"),
+    "tryon_weights": ({"tryon_catvton": "attention/model.safetensors"}, "tryon"),
+    "tryoff_weights": ({"tryoff_anyone": "model.safetensors"}, "tryoff"),
+    "dressing_model": ({"dressing_imagdressing": "imagdressing.safetensors",
+                        "dressing_slot_loras": "slot_loras.safetensors"}, "dressing"),
+}
+
+
+def test_use_in_studio_opens_the_tab_of_every_kind(studio, page):
+    """For each run kind: select the finished run in the history, click "Use in studio" -> the page says which
+    checkpoints its weights now serve, the tab that uses them opens, and the service serves the run's files."""
+    from training.common import write_model_card
+
+    runs, service = studio["runs"], studio["service"]
+    names = [name for weights, _ in USE_KINDS.values() for name in weights]
+    before = {name: service.weights_in_use(name) for name in names}
+    run_ids = {}
+    for kind, (weights, _) in USE_KINDS.items():
+        run_id = f"use-{kind.replace('_', '-')}"
+        final = runs.runs_root / run_id / "final"
+        for file in weights.values():
+            (final / file).parent.mkdir(parents=True, exist_ok=True)
+            (final / file).write_bytes(b"weights of " + kind.encode())
+        write_model_card(final, {"kind": kind, "method": "test", "weights": weights, "base_model": "tiny",
+                                 "steps": 1, "run_id": run_id})
+        runs.store.create("test", runs.runs_root / run_id, {}, name=f"{kind} run", run_id=run_id)
+        runs.store.update(run_id, status="finished")
+        run_ids[kind] = run_id
+    try:
+        page.goto(studio["url"])
+        for kind, (weights, tab) in USE_KINDS.items():
+            page.get_by_role("tab", name="Training").click()
+            cell = history_cell(page, run_ids[kind])
+            cell.wait_for(timeout=60_000)
+            cell.click()
+            page.wait_for_function(f"(id) => ({RUN_ID_JS})() === id", arg=run_ids[kind], timeout=60_000)
+            page.locator("#training-use").click()
+            page.wait_for_function(
+                "(id) => document.querySelector('#training-message').innerText.includes(id)",
+                arg=run_ids[kind], timeout=60_000,
+            )
+            message = page.locator("#training-message").inner_text()
+            assert f"{kind} run" in message and all(name in message for name in weights), message
+            page.wait_for_selector(f"#tab-{tab}", state="visible", timeout=60_000)
+            for other in {t for _, t in USE_KINDS.values()} - {tab}:
+                assert not page.locator(f"#tab-{other}").is_visible(), (kind, other)
+            for name, file in weights.items():
+                assert service.weights_in_use(name) == str((runs.runs_root / run_ids[kind] / "final" / file).resolve())
+        screenshot(page, "use-in-studio")
+    finally:  # later tests generate with the preset's weights again
+        for name in names:
+            service.use_weights(name, None)
+        assert {name: service.weights_in_use(name) for name in names} == before
+        registered = runs.runs_root / "registered_models.json"
+        if registered.exists():
+            registered.unlink()
