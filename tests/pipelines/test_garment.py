@@ -88,11 +88,24 @@ def test_zero_strength_equals_no_condition(pipe):
 
 
 def test_rgba_and_greyscale_inputs(pipe):
+    """A greyscale sketch, an opaque RGBA swatch and an RGB mask make exactly the image their RGB / L forms make;
+    a transparent logo is the logo composited on white."""
     logo, mask = logo_and_mask()
     grey_sketch = sketch().convert("L")
-    rgba_color = swatch_from_hex("#30a030").convert("RGBA")
-    result = pipe(request(sketch=grey_sketch, color=rgba_color, logo=logo, logo_mask=mask.convert("RGB")))
-    assert result.images[0].size == (W, H)
+    color = swatch_from_hex("#30a030")
+    plain = pipe(request(sketch=grey_sketch.convert("RGB"), color=color, logo=logo, logo_mask=mask))
+    mixed = pipe(request(sketch=grey_sketch, color=color.convert("RGBA"), logo=logo, logo_mask=mask.convert("RGB")))
+    assert mixed.images[0].size == (W, H)
+    assert np.array_equal(array(plain.images[0]), array(mixed.images[0]))
+    clear = logo.convert("RGBA")
+    clear.putalpha(Image.new("L", logo.size, 0).point(lambda _: 0))
+    clear.paste((0, 0, 0, 255), (0, 0, logo.size[0] // 2, logo.size[1]))  # left half opaque black, right clear
+    on_white = Image.new("RGB", logo.size, "white")
+    on_white.paste((0, 0, 0), (0, 0, logo.size[0] // 2, logo.size[1]))
+    transparent = pipe(request(sketch=grey_sketch, color=color, logo=clear, logo_mask=mask))
+    composited = pipe(request(sketch=grey_sketch, color=color, logo=on_white, logo_mask=mask))
+    assert np.array_equal(array(transparent.images[0]), array(composited.images[0]))
+    assert not np.array_equal(array(transparent.images[0]), array(plain.images[0]))  # the logo pathway is live
 
 
 def test_processors_restored_after_call_and_after_stop(pipe):

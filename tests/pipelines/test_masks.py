@@ -157,33 +157,46 @@ def test_mask_overlay():
 
 # -------------------------------------------------------------------------------------------- SAM
 def test_tiny_sam_refine_and_embedding_cache(tmp_path):
+    """Values, not shapes: the mask is binary and follows the clicks, the box and the image; the embedding cache
+    gives exactly the masks a fresh encoding gives (and is keyed by the pixels)."""
     path = write_tiny_sam(tmp_path)
     refiner = SamRefiner(path, model_type="tiny", cache_size=2)
     with pytest.raises(ValueError, match="set_image"):
         refiner.refine([(10, 10)])
     rng = np.random.default_rng(0)
     first = Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8))
+    other = Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8))  # same size, other pixels
     second = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     third = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
     assert refiner.set_image(first) is True
-    mask = refiner.refine([(40, 60)], [(5, 5)])
-    assert mask.size == (90, 120) and mask.mode == "L"
+    mask = np.asarray(refiner.refine([(40, 60)], [(5, 5)]))
+    assert mask.shape == (120, 90) and set(np.unique(mask)) <= {0, 255} and 0 < (mask > 0).mean() < 1
     assert refiner.set_image(first.copy()) is False and refiner.encoder_runs == 1  # same pixels: cached
+    assert np.array_equal(np.asarray(refiner.refine([(40, 60)], [(5, 5)])), mask)  # deterministic
+    moved = np.asarray(refiner.refine([(10, 10)], [(5, 5)]))
+    boxed = np.asarray(refiner.refine(box=(10, 10, 60, 80)))
+    assert (moved != mask).any() and (boxed != mask).any()  # the prompt steers the mask (random weights: a little)
     base = np.zeros((120, 90), bool)
     base[30:90, 20:70] = True
-    again = refiner.refine(base_mask=base)
-    assert again.size == (90, 120)
+    from_base = np.asarray(refiner.refine(base_mask=base))
+    assert (from_base != mask).any()
     with pytest.raises(ValueError, match="base_mask is 10x10 px but the image is 90x120 px"):
         refiner.refine([(1, 1)], base_mask=np.zeros((10, 10), bool))
     with pytest.raises(ValueError, match="at least one click"):
         refiner.refine()
+    # other pixels of the same size: encoded anew, another mask for the same click
+    assert refiner.set_image(other) is True and refiner.encoder_runs == 2
+    assert (np.asarray(refiner.refine([(40, 60)], [(5, 5)])) != mask).any()
     refiner.set_image(second)
-    refiner.set_image(third)  # evicts `first` (cache of 2)
-    assert refiner.encoder_runs == 3
-    assert refiner.set_image(first) is True and refiner.encoder_runs == 4
-    assert refiner.refine(box=(10, 10, 60, 80)).size == (90, 120)
+    refiner.set_image(third)  # evicts `first` and `other` (cache of 2)
+    assert refiner.encoder_runs == 4
+    assert refiner.set_image(first) is True and refiner.encoder_runs == 5
+    assert np.array_equal(np.asarray(refiner.refine([(40, 60)], [(5, 5)])), mask)  # re-encoded: the same mask
     # The one-call form used by the UI selects the image (from the cache) and refines atomically.
-    assert refiner.refine([(30, 30)], image=third).size == (70, 50) and refiner.encoder_runs == 4
+    one_call = np.asarray(refiner.refine([(30, 30)], image=third))
+    assert one_call.shape == (50, 70) and refiner.encoder_runs == 5
+    fresh = SamRefiner(path, model_type="tiny", cache_size=2)
+    assert np.array_equal(np.asarray(fresh.refine([(30, 30)], image=third)), one_call)
 
 
 def test_sam_loads_official_pth_layout_with_weights_only(tmp_path):
