@@ -28,8 +28,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.core.attention import processor_names
+from pipelines.core.checkpoints import offline_hint
 from pipelines.core.sampling import encode_prompts
 from pipelines.garment.checkpoints import ImageProjection, color_processors
+from pipelines.garment.pipeline import GarmentDesignPipeline
+from pipelines.types import GarmentRequest, ModelUnavailableError
 from training.common import TrainerContext, endless, run_cli, trainable_state, write_model_card
 from training.config import ColourAdapterConfig
 from training.datasets import load_rgb
@@ -132,8 +135,6 @@ def load_image_encoder(config: ColourAdapterConfig):
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(config.image_encoder, **kwargs)
     except OSError as error:
-        from pipelines.core.checkpoints import offline_hint
-        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"image_encoder: {offline_hint(config.image_encoder)} ({error})") from error
     try:
@@ -230,8 +231,6 @@ def write_samples(context: TrainerContext, config: ColourAdapterConfig, parts: d
                   image_processor, adapter: ColourAdapter, accelerator, records: list[GarmentRecord],
                   step: int) -> list[Path]:
     """Generate with the garment pipeline (colour only) from the first record's swatch; fixed seeds."""
-    from pipelines.garment.pipeline import GarmentDesignPipeline
-    from pipelines.types import GarmentRequest
 
     was_training = adapter.training
     adapter.eval()

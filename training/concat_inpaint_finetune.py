@@ -47,6 +47,21 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from pipelines.core.attention import attn1_modules
+from pipelines.core.checkpoints import drop_leading, offline_hint, read_state_dict
+from pipelines.core.concat_inpaint import (
+    ATTN1_PROJECTIONS,
+    ConcatInpaintConfig,
+    ConcatInpaintInputs,
+    concat_inpaint_denoise,
+    encode_latents,
+    skip_cross_attention,
+)
+from pipelines.core.sampling import generators, image_to_tensor, mask_to_tensor, tensor_to_images, vae_decode
+from pipelines.preprocess.framing import fit_mask, fit_to_canvas, pad_garment
+from pipelines.tryoff.checkpoints import load_tryoffanyone, tryoff_key_map
+from pipelines.tryon.checkpoints import load_catvton
+from pipelines.types import ModelUnavailableError
 from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import ConcatFinetuneConfig, ConfigError
 from training.datasets import IMAGE_SUFFIXES, DatasetError, load_mask, load_rgb, prepare_dataset_dir
@@ -75,8 +90,6 @@ def load_model_part(loader, location: str, subfolder: str | None, key: str):
     try:
         return loader.from_pretrained(location, **({"subfolder": subfolder} if subfolder else {}))
     except OSError as error:
-        from pipelines.core.checkpoints import offline_hint
-        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"{key}: {offline_hint(location)} ({error})") from error
 
@@ -166,7 +179,6 @@ class TripletDataset(Dataset):
         return len(self.triplets)
 
     def images(self, index: int) -> tuple[Image.Image, Image.Image, Image.Image]:
-        from pipelines.preprocess.framing import fit_mask, fit_to_canvas, pad_garment
 
         triplet = self.triplets[index]
         person, info = fit_to_canvas(load_rgb(triplet.person), self.width, self.height, "crop")
@@ -175,7 +187,6 @@ class TripletDataset(Dataset):
         return person, garment, mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from pipelines.core.sampling import image_to_tensor, mask_to_tensor
 
         person, garment, mask = self.images(index)
         return {
@@ -189,11 +200,9 @@ class TripletDataset(Dataset):
 def trainable_names(unet, mode: str) -> list[str]:
     """Parameter names trained in ``mode``: attn1 projections (tryon) or whole transformer blocks minus attn2."""
     if mode == "tryon":
-        from pipelines.core.attention import attn1_modules
 
         prefixes = tuple(f"{name}." for name, _ in attn1_modules(unet))
         return [name for name, _ in unet.named_parameters() if name.startswith(prefixes)]
-    from pipelines.tryoff.checkpoints import tryoff_key_map
 
     return [name for name in tryoff_key_map(unet).values() if ".attn2." not in name]
 
@@ -204,13 +213,10 @@ def apply_init_weights(unet, config: ConcatFinetuneConfig) -> None:
     path = Path(config.init_weights).expanduser()
     params = dict(unet.named_parameters())
     if config.mode == "tryon":
-        from pipelines.tryon.checkpoints import load_catvton
 
         weight_set = load_catvton(path, unet)
         tensors = weight_set.tensors
     else:
-        from pipelines.core.checkpoints import drop_leading, read_state_dict
-        from pipelines.tryoff.checkpoints import load_tryoffanyone, tryoff_key_map
 
         load_tryoffanyone(path, unet)  # validates every key and shape (attn2 included)
         mapping = tryoff_key_map(unet)
@@ -283,7 +289,6 @@ def training_loss(batch, config: ConcatFinetuneConfig, vae, unet, noise_schedule
 # -- training -------------------------------------------------------------------------------------------
 def train(context: TrainerContext) -> None:
     """The whole fine-tune, top to bottom."""
-    from pipelines.core.concat_inpaint import skip_cross_attention
 
     config: ConcatFinetuneConfig = context.config  # type: ignore[assignment]
 
@@ -357,13 +362,6 @@ def write_samples(context: TrainerContext, config: ConcatFinetuneConfig, unet, v
     from diffusers import DDIMScheduler
     from PIL.PngImagePlugin import PngInfo
 
-    from pipelines.core.concat_inpaint import (
-        ConcatInpaintConfig,
-        ConcatInpaintInputs,
-        concat_inpaint_denoise,
-        encode_latents,
-    )
-    from pipelines.core.sampling import generators, tensor_to_images, vae_decode
 
     was_training = unet.training
     unet.eval()
@@ -401,13 +399,10 @@ def official_state(unet, mode: str) -> dict[str, torch.Tensor]:
     """The UNet's trained weights under the official key names (CatVTON ``{8k}.*`` / TryOffAnyone ``{i}.{j}.*``)."""
     params = dict(unet.named_parameters())
     if mode == "tryon":
-        from pipelines.core.attention import attn1_modules
-        from pipelines.core.concat_inpaint import ATTN1_PROJECTIONS
 
         keys = {f"{8 * k}.{proj}": f"{name}.{proj}"
                 for k, (name, _) in enumerate(attn1_modules(unet)) for proj in ATTN1_PROJECTIONS}
     else:
-        from pipelines.tryoff.checkpoints import tryoff_key_map
 
         keys = tryoff_key_map(unet)
     return {key: params[name].detach().float().cpu().contiguous() for key, name in keys.items()}

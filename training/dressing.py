@@ -66,8 +66,12 @@ from pipelines.core.attention import (
     project_out,
     split_heads,
 )
-from pipelines.dressing.pipeline import GarmentEncoderState, GarmentSelfAttnProcessor, fit_on_white
-from pipelines.types import GARMENT_CATEGORIES, MAX_GARMENTS
+from pipelines.core.sampling import encode_prompts, image_to_tensor, mask_to_tensor
+from pipelines.dressing.checkpoints import SlotLoRAs, dressing_processors, load_imagdressing, save_slot_loras
+from pipelines.dressing.pipeline import DressingPipeline, GarmentEncoderState, GarmentSelfAttnProcessor, fit_on_white
+from pipelines.dressing.resampler import Resampler, ResamplerConfig
+from pipelines.preprocess.framing import fit_mask, fit_to_canvas
+from pipelines.types import GARMENT_CATEGORIES, MAX_GARMENTS, DressingRequest, Garment
 from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.concat_inpaint_finetune import load_model_part
 from training.config import ConfigError, DressingConfig
@@ -224,8 +228,6 @@ class DressingDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         import cv2
 
-        from pipelines.core.sampling import image_to_tensor, mask_to_tensor
-        from pipelines.preprocess.framing import fit_mask, fit_to_canvas
 
         config, sample = self.config, self.samples[index]
         width, height = config.width, config.height
@@ -360,8 +362,6 @@ def dressing_parts(config: DressingConfig, unet, image_encoder):
     """(garment UNet, Resampler, DA processors) from the IMAGDressing checkpoint or initialised from the base."""
     from diffusers import UNet2DConditionModel
 
-    from pipelines.dressing.checkpoints import dressing_processors, load_imagdressing
-    from pipelines.dressing.resampler import Resampler, ResamplerConfig
 
     garment_unet = UNet2DConditionModel.from_config(unet.config)
     if config.init_checkpoint:
@@ -395,7 +395,6 @@ def load_perceptual(config: DressingConfig):
 def garment_inputs(batch, components, resampler, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """All garments of the batch (G = sum N_b): VAE latents (G, 4, h, w) (mean, as the pipeline) and Resampler
     tokens (G, 16, D) from CLIP ``hidden_states[-2]`` of the garments padded to squares."""
-    from pipelines.core.sampling import image_to_tensor
 
     garments = [g for row in batch["garments"] for g in row]
     vae, encoder = components["vae"], components["image_encoder"]
@@ -410,7 +409,6 @@ def garment_inputs(batch, components, resampler, device, dtype) -> tuple[torch.T
 def training_losses(batch, config: DressingConfig, parts: dict[str, Any], device, dtype,
                     generator: torch.Generator) -> dict[str, torch.Tensor]:
     """One forward: {"loss", "ldm", "loc", "hf", "perc"} (scalars)."""
-    from pipelines.core.sampling import encode_prompts
 
     components, loras = parts["components"], parts["slot_loras"]
     vae, unet, noise_scheduler = components["vae"], components["unet"], components["noise_scheduler"]
@@ -534,7 +532,6 @@ class owner_tables:
 # -- training -------------------------------------------------------------------------------------------
 def train(context: TrainerContext) -> None:
     """The whole training, top to bottom."""
-    from pipelines.dressing.checkpoints import SlotLoRAs
 
     config: DressingConfig = context.config  # type: ignore[assignment]
 
@@ -624,7 +621,6 @@ def build_pipeline(config: DressingConfig, parts: dict[str, Any], processors: di
     """The studio's DressingPipeline over the training modules (it swaps its own processors in and back)."""
     from diffusers import DDIMScheduler
 
-    from pipelines.dressing.pipeline import DressingPipeline
 
     components = parts["components"]
     scheduler_config = components["noise_scheduler"].config
@@ -643,7 +639,6 @@ def write_samples(context: TrainerContext, config: DressingConfig, parts: dict[s
     """Dress the first sample's garments with each sample prompt (fixed seeds); a PNG per prompt."""
     from PIL.PngImagePlugin import PngInfo
 
-    from pipelines.types import DressingRequest, Garment
 
     sample = dataset.samples[0]
     pipeline = build_pipeline(config, parts, processors)
@@ -681,7 +676,6 @@ def export_final(context: TrainerContext, config: DressingConfig, parts: dict[st
                  processors: dict[str, MixedAttnProcessor], labels: list[str], step: int) -> Path:
     from safetensors.torch import save_file
 
-    from pipelines.dressing.checkpoints import save_slot_loras
 
     final = context.final_dir
     final.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,8 @@ from pipelines.core.attention import (
 )
 from pipelines.core.sampling import encode_prompts
 from pipelines.garment.checkpoints import mixed_processors
+from pipelines.garment.pipeline import GarmentDesignPipeline
+from pipelines.types import GarmentRequest
 from training.common import TrainerContext, endless, run_cli, trainable_state, write_model_card
 from training.config import GamConfig
 from training.datasets import load_rgb
@@ -233,8 +235,6 @@ def train(context: TrainerContext) -> None:
 def write_samples(context: TrainerContext, config: GamConfig, parts: dict[str, Any], gam: GarmentAppearanceModel,
                   accelerator, records: list[GarmentRecord], step: int) -> list[Path]:
     """Generate with the garment pipeline (sketch only) from the first record's sketch; fixed seeds."""
-    from pipelines.garment.pipeline import GarmentDesignPipeline
-    from pipelines.types import GarmentRequest
 
     was_training = gam.training
     gam.eval()

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
+from pipelines.core.checkpoints import offline_hint
 from pipelines.core.sampling import encode_prompts
+from pipelines.types import ModelUnavailableError
 from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import ConfigError, GarmentFinetuneConfig
 from training.datasets import DatasetItem, load_dataset, load_mask, load_rgb
@@ -148,8 +150,6 @@ def load_components(config: GarmentFinetuneConfig) -> dict[str, Any]:
             "noise_scheduler": DDPMScheduler.from_pretrained(location, subfolder="scheduler"),
         }
     except OSError as error:
-        from pipelines.core.checkpoints import offline_hint
-        from pipelines.types import ModelUnavailableError
 
         raise ModelUnavailableError(f"pretrained_model: {offline_hint(location)} ({error})") from error
     in_channels = components["unet"].config.in_channels

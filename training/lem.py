@@ -32,8 +32,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.core.attention import attn1_modules
-from pipelines.core.concat_inpaint import ATTN1_PROJECTIONS, skip_cross_attention
-from pipelines.core.sampling import mask_to_tensor
+from pipelines.core.concat_inpaint import (
+    ATTN1_PROJECTIONS,
+    ConcatInpaintConfig,
+    ConcatInpaintInputs,
+    concat_inpaint_denoise,
+    skip_cross_attention,
+)
+from pipelines.core.sampling import generators, mask_to_tensor, tensor_to_images, vae_decode, vae_encode
 from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import LemConfig
 from training.datasets import load_mask
@@ -187,8 +193,6 @@ def train(context: TrainerContext) -> None:
 def write_samples(context: TrainerContext, config: LemConfig, parts: dict[str, Any], unet, accelerator,
                   dataset: LogoDataset, step: int) -> list[Path]:
     """Place the first record's logo on its own garment with the inference sampler; fixed seed."""
-    from pipelines.core.concat_inpaint import ConcatInpaintConfig, ConcatInpaintInputs, concat_inpaint_denoise
-    from pipelines.core.sampling import generators, tensor_to_images, vae_decode, vae_encode
 
     vae = parts["vae"]
     was_training = unet.training

@@ -24,7 +24,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from pipelines.core.attention import PlainAttnProcessor, SkipAttnProcessor, processor_names, swapped_processors
+from pipelines.core.attention import (
+    PlainAttnProcessor,
+    SkipAttnProcessor,
+    attn1_modules,
+    processor_names,
+    swapped_processors,
+)
 from pipelines.core.checkpoints import LoadReport
 from pipelines.core.sampling import RunControl, check_steps, randn
 from pipelines.preprocess.framing import FIT_MODES
@@ -194,13 +200,12 @@ ATTN1_PROJECTIONS = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weig
 
 def attn1_set_from_named(state: dict[str, torch.Tensor], unet, name: str, source: str) -> WeightSet:
     """An attn1 weight set from full UNet-named keys (``down_blocks.0...attn1.to_q.weight``)."""
-    from pipelines.core.attention import attn1_modules
 
     wanted = [f"{module}.{proj}" for module, _ in attn1_modules(unet) for proj in ATTN1_PROJECTIONS]
     missing = [key for key in wanted if key not in state]
     if missing:
         raise CheckpointError(f"{source}: missing attn1 tensors: {', '.join(missing[:5])} ({len(missing)} in all)")
-    return _finish_set(name, {key: state[key] for key in wanted}, unet, source)
+    return weight_set_of(name, {key: state[key] for key in wanted}, unet, source)
 
 
 def attn1_set_from_indexed(state: dict[str, torch.Tensor], unet, name: str, source: str) -> WeightSet:
@@ -210,7 +215,6 @@ def attn1_set_from_indexed(state: dict[str, torch.Tensor], unet, name: str, sour
     contributes 8 entries (attn1, to_q, to_k, to_v, to_out, to_out.0, to_out.1, processor), so the k-th
     attn1 layer's weights sit at index 8k: ``{8k}.to_q.weight`` ... ``{8k}.to_out.0.bias``.
     """
-    from pipelines.core.attention import attn1_modules
 
     modules = attn1_modules(unet)
     expected: dict[str, str] = {}
@@ -228,10 +232,12 @@ def attn1_set_from_indexed(state: dict[str, torch.Tensor], unet, name: str, sour
         raise CheckpointError(
             f"{source}: not an attn1 weight set for this UNet ({len(modules)} attn1 layers): " + "; ".join(parts)
         )
-    return _finish_set(name, {expected[key]: value for key, value in state.items()}, unet, source)
+    return weight_set_of(name, {expected[key]: value for key, value in state.items()}, unet, source)
 
 
-def _finish_set(name: str, tensors: dict[str, torch.Tensor], unet, source: str) -> WeightSet:
+def weight_set_of(name: str, tensors: dict[str, torch.Tensor], unet, source: str) -> WeightSet:
+    """``tensors`` (UNet parameter name -> tensor) as a :class:`WeightSet` on the UNet's device and dtype; a name
+    the UNet lacks or a shape that differs raises CheckpointError naming ``source`` and the tensors."""
     params = dict(unet.named_parameters())
     bad = [
         f"{key} (file {tuple(t.shape)}, model {tuple(params[key].shape)})"

@@ -34,10 +34,19 @@ import torch
 from torch import nn
 
 from pipelines.core.attention import MixedAttnProcessor, hidden_size_of, processor_names
-from pipelines.core.checkpoints import LoadReport, check_shapes, drop_leading, flatten, load_strict, read_state_dict, strip_prefix, unwrap
-from pipelines.types import CheckpointError
+from pipelines.core.checkpoints import (
+    LoadReport,
+    check_shapes,
+    drop_leading,
+    flatten,
+    load_strict,
+    read_state_dict,
+    strip_prefix,
+    unwrap,
+)
+from pipelines.core.tiny import IMAGE_HIDDEN_DIM, TEXT_DIM, tiny_unet
 from pipelines.dressing.resampler import Resampler, ResamplerConfig
-from pipelines.core.tiny import IMAGE_HIDDEN_DIM, TEXT_DIM
+from pipelines.types import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +265,6 @@ def load_imagdressing(path: str | Path, garment_unet, unet) -> tuple[Resampler, 
 
 def write_tiny_imagdressing(root: Path) -> Path:
     """A tiny ``IMAGDressing-v1`` file in the official layout (fp16 under ``["module"]``)."""
-    from pipelines.core.tiny import tiny_unet
 
     unet = tiny_unet(4, seed=0)  # the tiny base UNet (the denoising UNet)
     garment_unet = tiny_unet(4, seed=21)

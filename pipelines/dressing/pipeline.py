@@ -58,6 +58,8 @@ from pipelines.core.sampling import (
 )
 from pipelines.dressing.checkpoints import SlotLoRAs, load_imagdressing, load_slot_loras
 from pipelines.dressing.resampler import Resampler
+from pipelines.preprocess.images import load_image
+from pipelines.preprocess.pose import PoseEstimator, draw_openpose, load_pose_preset
 from pipelines.types import (
     GARMENT_CATEGORIES,
     GARMENT_SCALE_RANGE,
@@ -69,6 +71,7 @@ from pipelines.types import (
     DressingResult,
     Garment,
     LoraSpec,
+    TaskResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -260,7 +263,6 @@ class DressingPipeline:
 
     def prepare_garments(self, request: DressingRequest) -> list[Image.Image]:
         """Each garment as RGB (alpha onto white) fitted on a white (width, height) canvas."""
-        from pipelines.preprocess.images import load_image
 
         prepared = []
         for index, garment in enumerate(request.garments):
@@ -402,7 +404,6 @@ def run_task(registry, params: dict[str, Any], control: RunControl):
     ``params``: DressingRequest fields, with ``garments`` as ``[{"image": PIL, "category": str}, ...]``
     and ``loras`` as ``[(path, weight), ...]``; optional ``slot_loras`` (a slot-LoRA file).
     """
-    from pipelines.types import TaskResult
 
     params = dict(params)
     garments = []
@@ -427,8 +428,6 @@ def run_task(registry, params: dict[str, Any], control: RunControl):
 def run_pose_task(registry, params: dict[str, Any], control: RunControl):
     """The service's ``dressing_pose`` task: ``{"photo": PIL}`` or ``{"preset": name}`` plus ``width``,
     ``height`` -> a TaskResult whose one image is the OpenPose skeleton (``extras["source"]`` says how)."""
-    from pipelines.preprocess.pose import PoseEstimator, draw_openpose, load_pose_preset
-    from pipelines.types import TaskResult
 
     width, height = int(params["width"]), int(params["height"])
     if params.get("preset"):

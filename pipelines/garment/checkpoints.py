@@ -22,12 +22,23 @@ from torch import nn
 from pipelines.core.attention import (
     ImageTokenAttnProcessor,
     MixedAttnProcessor,
+    attn1_modules,
     hidden_size_of,
     processor_names,
 )
-from pipelines.core.checkpoints import LoadReport, check_shapes, drop_leading, flatten, load_strict, read_state_dict, strip_prefix, unwrap
-from pipelines.types import CheckpointError
+from pipelines.core.checkpoints import (
+    LoadReport,
+    check_shapes,
+    drop_leading,
+    flatten,
+    load_strict,
+    read_state_dict,
+    strip_prefix,
+    unwrap,
+)
 from pipelines.core.concat_inpaint import WeightSet, attn1_set_from_indexed, attn1_set_from_named
+from pipelines.core.tiny import IMAGE_EMBED_DIM, tiny_unet
+from pipelines.types import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -165,14 +176,12 @@ def load_lem(path: str | Path, inpaint_unet, name: str = "garment_lem") -> Weigh
 
 # --------------------------------------------------------------------------------------- tiny writers
 def _tiny_main_unet():
-    from pipelines.core.tiny import tiny_unet
 
     return tiny_unet(4, seed=0)
 
 
 def write_tiny_gam_checkpoint(root: Path) -> Path:
     """A GAM file in the official DeepSpeed layout, with tiny shapes (fp16, under ``["module"]``)."""
-    from pipelines.core.tiny import tiny_unet
 
     torch.manual_seed(10)
     unet = _tiny_main_unet()
@@ -192,7 +201,6 @@ def write_tiny_gam_checkpoint(root: Path) -> Path:
 
 
 def write_tiny_color_checkpoint(root: Path, adapter_key: str = "color_adapter", name: str = "color_adapter.bin") -> Path:
-    from pipelines.core.tiny import IMAGE_EMBED_DIM
 
     torch.manual_seed(12)
     unet = _tiny_main_unet()
@@ -217,8 +225,6 @@ def write_tiny_color_checkpoint(root: Path, adapter_key: str = "color_adapter", 
 
 def write_tiny_lem_checkpoint(root: Path) -> Path:
     """An accelerate ``pytorch_model.bin`` of the LEM: ``unet.*`` (9-ch, trained attn1) + ``attn_block.*``."""
-    from pipelines.core.attention import attn1_modules
-    from pipelines.core.tiny import tiny_unet
 
     torch.manual_seed(13)
     unet = tiny_unet(9, seed=1)  # the same base as the tiny inpaint model

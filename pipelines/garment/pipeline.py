@@ -310,8 +310,6 @@ class _Bundle:
 
 
 def run_task(registry: ModelRegistry, params: dict[str, Any], control: RunControl) -> TaskResult:
-    from pipelines.garment.pipeline import GarmentDesignPipeline
-    from pipelines.types import GarmentRequest
 
     request = GarmentRequest(**params)
     pipeline = GarmentDesignPipeline.from_registry(

@@ -15,6 +15,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFilter
 
+from pipelines.preprocess.images import to_rgb
+
 logger = logging.getLogger(__name__)
 
 FitMode = Literal["crop", "pad"]
@@ -219,7 +221,6 @@ def pad_garment(image: Image.Image, width: int, height: int, fill=WHITE) -> Imag
     if not isinstance(image, Image.Image):
         raise TypeError(f"garment image: expected a PIL image, got {type(image).__name__}")
     if image.mode != "RGB":
-        from pipelines.preprocess.images import to_rgb
 
         image = to_rgb(image, "garment")
     canvas, _ = fit_to_canvas(image, width, height, mode="pad", fill=fill)

@@ -750,7 +750,6 @@ def masker_factory(registry) -> Callable[[], Any]:
     """A lazy, registry-shared AutoMasker (SegFormer from the preset, mediapipe fallback)."""
 
     def build():
-        from pipelines.preprocess.masks import AutoMasker
 
         return registry.shared(
             "auto_masker", lambda: AutoMasker(registry.preset.segformer, device=str(registry.device)), "auto masker"

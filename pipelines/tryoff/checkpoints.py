@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from pipelines.core.checkpoints import drop_leading, read_state_dict
-from pipelines.core.concat_inpaint import WeightSet, _finish_set
+from pipelines.core.concat_inpaint import WeightSet, weight_set_of
+from pipelines.core.tiny import tiny_unet
 from pipelines.types import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def load_tryoffanyone(path: str | Path, inpaint_unet, name: str = CHECKPOINT_NAM
     tensors = {mapping[key]: value for key, value in state.items()}
     skipped = sorted(key for key in tensors if ".attn2." in key)
     # Shape-check everything (attn2 included) so a wrong file fails loudly, then drop attn2.
-    _finish_set(name, {key: tensors[key] for key in skipped}, inpaint_unet, f"{path.name} (attn2)")
-    weight_set = _finish_set(name, {k: v for k, v in tensors.items() if k not in skipped}, inpaint_unet, path.name)
+    weight_set_of(name, {key: tensors[key] for key in skipped}, inpaint_unet, f"{path.name} (attn2)")
+    weight_set = weight_set_of(name, {k: v for k, v in tensors.items() if k not in skipped}, inpaint_unet, path.name)
     weight_set.report.ignored.extend(skipped)
     logger.info(weight_set.report.summary())
     return weight_set
@@ -74,7 +75,6 @@ def write_tiny_tryoffanyone(root: str | Path) -> Path:
     """A tiny TryOffAnyone file in the official ``{i}.{j}.param`` layout for the tiny inpainting UNet."""
     from safetensors.torch import save_file
 
-    from pipelines.core.tiny import tiny_unet
 
     unet = tiny_unet(9, seed=1)  # the same base as the tiny inpaint model
     params = dict(unet.named_parameters())

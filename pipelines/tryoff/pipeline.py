@@ -58,7 +58,7 @@ from pipelines.preprocess.framing import fit_mask, fit_to_canvas
 from pipelines.preprocess.images import to_rgb
 from pipelines.preprocess.masks import masker_factory, resolve_mask
 from pipelines.tryoff.checkpoints import CHECKPOINT_NAME, load_tryoffanyone
-from pipelines.types import BACKGROUNDS, TRYOFF_CATEGORIES, TryOffRequest, TryOffResult
+from pipelines.types import BACKGROUNDS, TRYOFF_CATEGORIES, TaskResult, TryOffRequest, TryOffResult
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,6 @@ class TryOffAnyonePipeline:
 # "tryon_mask" with kind="tryoff").
 def run_task(registry, params: dict[str, Any], control: RunControl):
     """The ``tryoff`` task: TryOffRequest fields in, garments out; extras: the mask used and the raw outputs."""
-    from pipelines.types import TaskResult
 
     request = TryOffRequest(**params)
     result = TryOffAnyonePipeline.from_registry(registry)(request, control)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from pipelines.core.attention import attn1_modules
 from pipelines.core.checkpoints import read_state_dict
 from pipelines.core.concat_inpaint import WeightSet, attn1_set_from_indexed
+from pipelines.core.tiny import tiny_unet
 from pipelines.types import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -36,8 +38,6 @@ def write_tiny_catvton(root: str | Path) -> Path:
     """A tiny CatVTON file in the official layout (``{8k}.to_q.weight`` ...) for the tiny inpainting UNet."""
     from safetensors.torch import save_file
 
-    from pipelines.core.attention import attn1_modules
-    from pipelines.core.tiny import tiny_unet
 
     unet = tiny_unet(9, seed=1)  # the same base as the tiny inpaint model
     torch.manual_seed(21)

@@ -51,9 +51,10 @@ from pipelines.core.sampling import (
 )
 from pipelines.preprocess.framing import fit_mask, fit_to_canvas, pad_garment, paste_back
 from pipelines.preprocess.images import check_image, load_image, load_mask, to_rgb
-from pipelines.preprocess.masks import masker_factory, resolve_mask
+from pipelines.preprocess.masks import SamRefiner, mask_overlay, masker_factory, resolve_mask
 from pipelines.tryon.checkpoints import load_catvton
-from pipelines.types import TRYON_CATEGORIES, ModelUnavailableError, TryOnRequest, TryOnResult
+from pipelines.tryon.garment_model import GarmentModelTryOnPipeline
+from pipelines.types import TRYON_CATEGORIES, ModelUnavailableError, TaskResult, TryOnRequest, TryOnResult
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +184,12 @@ class CatVTONPipeline:
 def run_task(registry, params: dict[str, Any], control: RunControl):
     """The ``tryon`` task: TryOnRequest fields + optional ``variant`` (CatVTON weights) or ``garment_model``
     (a fine-tuned garment model folder). Extras: the mask used, its source and any note."""
-    from pipelines.types import TaskResult
 
     params = dict(params)
     garment_model = params.pop("garment_model", None)
     variant = params.pop("variant", "tryon_catvton")
     request = TryOnRequest(**params)
     if garment_model:
-        from pipelines.tryon.garment_model import GarmentModelTryOnPipeline
 
         pipeline = GarmentModelTryOnPipeline.from_registry(registry, garment_model)
     else:
@@ -203,8 +202,6 @@ def run_task(registry, params: dict[str, Any], control: RunControl):
 def run_mask_task(registry, params: dict[str, Any], control: RunControl | None = None):
     """Preview the mask a generation would use: ``person``, ``category``, ``mask`` (painted), ``auto_mask``,
     ``kind`` ("tryon" | "tryoff"). Returns the overlay image; extras carry the mask, source and note."""
-    from pipelines.preprocess.masks import mask_overlay
-    from pipelines.types import TaskResult
 
     person = load_image(params.get("person"), "person")
     kind = params.get("kind", "tryon")
@@ -232,8 +229,6 @@ def sam_model_type(path: str | Path) -> str:
 def run_sam_task(registry, params: dict[str, Any], control: RunControl | None = None):
     """Click-to-refine with SAM: ``person``, ``points_pos``/``points_neg`` [(x, y) in photo pixels],
     optional ``base_mask``. Needs the preset's ``sam`` checkpoint. Returns the overlay; extras the mask."""
-    from pipelines.preprocess.masks import SamRefiner, mask_overlay
-    from pipelines.types import TaskResult
 
     location = registry.preset.sam
     if not location:
