@@ -18,7 +18,7 @@ from typing import Any, Callable
 from PIL import Image
 
 from pipelines import declared
-from pipelines.core.devices import empty_cache, is_out_of_memory, spaces_gpu
+from pipelines.core.devices import is_out_of_memory, release_after_oom, spaces_gpu
 from pipelines.core.presets import available_presets, load_preset
 from pipelines.core.registry import ModelRegistry, hub_reachable
 from pipelines.core.sampling import RunControl
@@ -117,6 +117,7 @@ class StudioService:
         module_name, func_name = TASKS[task].split(":")
         func = getattr(importlib.import_module(module_name), func_name)
         control = RunControl(callback=callback, stop_event=stop_event, preview_every=preview_every)
+        oom = False
         with self.gpu_lock:
             try:
                 control.check()
@@ -130,13 +131,16 @@ class StudioService:
             except (ValueError, TypeError) as error:
                 raise UserError(str(error)) from error
             except RuntimeError as error:
-                if is_out_of_memory(error):
-                    empty_cache()
-                    raise UserError(
-                        "Out of GPU memory. Lower the resolution or the number of images, or free models in "
-                        "Settings (switch preset)."
-                    ) from error
-                raise
+                if not is_out_of_memory(error):
+                    raise
+                release_after_oom(error)
+                oom = True
+        # outside the except block: nothing refers to the failed call's frames (and their tensors) any more
+        if oom:
+            raise UserError(
+                "Out of GPU memory. Lower the resolution or the number of images, or free models in "
+                "Settings (switch preset). The memory of this job was released; the next one can run."
+            )
 
     def sketch_from_photo(self, image: Image.Image, detector: str = "lineart") -> Image.Image:
         """Turn a photo into black-on-white line art with a controlnet-aux detector."""

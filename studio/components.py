@@ -6,9 +6,12 @@ Gradio only. Never imports torch/diffusers: it talks to ``StudioService`` with p
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import queue
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -22,11 +25,15 @@ from PIL import Image
 
 from pipelines.preprocess.images import read_png_params, save_png_with_params
 from pipelines.types import GenerationCancelled, UserError
+from studio.gpuqueue import GpuQueue
 
 logger = logging.getLogger(__name__)
 
-GPU_QUEUE = "gpu"  # every GPU listener uses concurrency_id=GPU_QUEUE: one queue across tabs
+GPU_QUEUE = "gpu"  # short GPU listeners (pose detection, photo -> sketch) share Gradio's queue of one
+# Generate buttons: Gradio lets this many handlers in at once; they wait in the studio's own GpuQueue
+GENERATE = {"concurrency_id": "generate", "concurrency_limit": 64}
 USER_ID = re.compile(r"^[0-9a-f]{32}$")
+_SESSION_KEY = secrets.token_bytes(32)  # visitor ids derived from page sessions are only valid in this process
 
 
 @dataclass
@@ -40,11 +47,24 @@ class StudioContext:
     # cross-tab "send to" targets, filled by the tab builders: name -> (component, tab id)
     targets: dict[str, tuple[Any, str]] = field(default_factory=dict)
     runs: Any = None  # training.runner.RunManager (the training tab)
+    gpu_queue: GpuQueue = field(default_factory=GpuQueue)  # the one queue every Generate waits in
     deferred: list = field(default_factory=list)  # wiring run after every tab exists ("send to")
 
 
 def new_user_id() -> str:
     return uuid.uuid4().hex
+
+
+def visitor_id(stored: str | None, request: gr.Request | None) -> str:
+    """The visitor's id: the one kept in the browser, else the one derived from this page's session -- the
+    same id the page-load event stores in the browser -- so a click that beats the page-load event is never
+    refused and its images land in the gallery the visitor sees afterwards."""
+    if stored and USER_ID.match(str(stored)):
+        return str(stored)
+    session = getattr(request, "session_hash", None)
+    if not session:
+        raise gr.Error("This request has no browser session; reload the page.")
+    return hmac.new(_SESSION_KEY, str(session).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def check_user_id(user_id: str | None) -> str:
@@ -118,7 +138,7 @@ def stream_task(
     worker = threading.Thread(target=work, name=f"task-{task}", daemon=True)
     worker.start()
     started = time.perf_counter()
-    yield Progress("Waiting for the GPU queue / loading models…", None, 0.0)
+    yield Progress("Starting (models load on first use)…", None, 0.0)
     while True:
         try:
             kind, payload = updates.get(timeout=0.5)
@@ -142,19 +162,42 @@ def stream_task(
             raise_user_error(payload)
 
 
-_STOP_EVENTS: dict[str, threading.Event] = {}
+_STOP_EVENTS: dict[str, set[threading.Event]] = {}  # page session -> the Stop flags of its jobs
+_STOP_LOCK = threading.Lock()
 
 
-def stop_event_for(session: str) -> threading.Event:
-    """The Stop flag of one browser session (shared by its tabs: one GPU queue, one job at a time)."""
-    return _STOP_EVENTS.setdefault(session, threading.Event())
+def new_stop_event(session: str) -> threading.Event:
+    """A Stop flag for one job of a page session (Stop sets the flags of every job of that page)."""
+    event = threading.Event()
+    event.session = session  # type: ignore[attr-defined]
+    with _STOP_LOCK:
+        _STOP_EVENTS.setdefault(session, set()).add(event)
+    return event
+
+
+def forget_stop_event(event: threading.Event) -> None:
+    with _STOP_LOCK:
+        events = _STOP_EVENTS.get(event.session, set())  # type: ignore[attr-defined]
+        events.discard(event)
+        if not events:
+            _STOP_EVENTS.pop(event.session, None)  # type: ignore[attr-defined]
+
+
+def stop_session(session: str) -> int:
+    """Set the Stop flag of every job (waiting or running) of a page session; returns how many."""
+    with _STOP_LOCK:
+        events = list(_STOP_EVENTS.get(session, ()))
+    for event in events:
+        event.set()
+    return len(events)
 
 
 def wire_stop(button, status) -> None:
     """Stop: set the session's flag; the running pipeline raises at its next step."""
     def on_stop(request: gr.Request):
-        stop_event_for(request.session_hash).set()
-        return "Stopping after the current step…"
+        if not stop_session(request.session_hash):
+            return "Nothing to stop."
+        return "Stopping (a waiting job leaves the queue; a running one stops after its current step)…"
 
     button.click(on_stop, None, status, queue=False)
 
@@ -193,16 +236,24 @@ def wire_send(ctx: "StudioContext", button, selected, target_name: str, label: s
     ctx.deferred.append(wire)
 
 
-def stream_progress(ctx: "StudioContext", task: str, params: dict[str, Any], request: gr.Request,
-                    status, progress_bar, preview):
-    """Run ``task`` for this browser session, yielding status/progress/preview updates; returns the TaskResult.
+def stream_progress(ctx: "StudioContext", task: str, params: dict[str, Any], request: gr.Request | None,
+                    status, progress_bar, preview, visitor: str):
+    """Wait in the GPU queue (position and estimate shown), then run ``task`` yielding status/progress/preview
+    updates; returns the TaskResult. Stop leaves the queue or stops at the next step; a page that goes away
+    (Gradio closes this generator) leaves the queue and stops its running job.
 
     Use as ``result = yield from stream_progress(...)`` inside a Gradio generator handler.
     """
-    stop = stop_event_for(request.session_hash if request else "")
-    stop.clear()
+    stop = new_stop_event(request.session_hash if request else "")
+    try:
+        ticket = ctx.gpu_queue.enter(visitor, task)
+    except UserError as error:
+        forget_stop_event(stop)
+        raise gr.Error(str(error))
     result = None
     try:
+        for waiting in ctx.gpu_queue.wait(ticket, stop):
+            yield {status: waiting.text(), progress_bar: 0.0}
         for item in stream_task(ctx.service, task, params, stop):
             if isinstance(item, Progress):
                 yield {status: item.text, progress_bar: item.fraction,
@@ -213,7 +264,26 @@ def stream_progress(ctx: "StudioContext", task: str, params: dict[str, Any], req
         raise
     except Exception as error:  # noqa: BLE001 - turned into a designer-readable message
         raise_user_error(error)
+    finally:
+        if result is None:
+            stop.set()  # closed while running (page gone): the pipeline stops at its next step
+        ctx.gpu_queue.leave(ticket)
+        forget_stop_event(stop)
     return result
+
+
+def run_to_gallery(ctx: "StudioContext", task: str, params: dict[str, Any], request: gr.Request | None,
+                   visitor: str, out: dict[str, Any], folder: str):
+    """Stream a task into the tab's status/progress/preview, then save and show the results (a generator)."""
+    result = yield from stream_progress(ctx, task, params, request, out["status"], out["progress"], out["preview"],
+                                        visitor)
+    ctx.outputs.save(visitor, folder, result.images, result.params)
+    seeds = [p["seed"] for p in result.params]
+    note = result.extras.get("note") or ""
+    text = (f"Done: {len(result.images)} image(s), seed {seeds[0]}" + (f"–{seeds[-1]}" if len(seeds) > 1 else "")
+            + f" · mask: {result.extras.get('mask_source', '?')}" + (f" ({note})" if note else ""))
+    yield {out["status"]: text, out["progress"]: 1.0, out["gallery"]: ctx.outputs.list(visitor, folder),
+           out["last_seed"]: seeds[0]}
 
 
 def raise_user_error(error: BaseException) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio.components import USER_ID, OutputStore, StudioContext, new_user_id
+from studio.components import OutputStore, StudioContext, visitor_id
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,12 @@ def build_ui(service: Any, outputs: OutputStore, runs: Any = None) -> gr.Blocks:
                 parts = builders[tab_id]
                 if "gallery" in parts and "refresh_gallery" in parts:
                     # opening a tab shows what the visitor made elsewhere meanwhile
-                    tab.select(parts["refresh_gallery"], user_id, parts["gallery"], queue=False)
+                    tab.select(_for_visitor(parts["refresh_gallery"]), user_id, parts["gallery"], queue=False)
         for wire in ctx.deferred:
             wire()
 
-        def on_load(current: str):
-            uid = current if current and USER_ID.match(str(current)) else new_user_id()
+        def on_load(current: str, request: gr.Request):
+            uid = visitor_id(current, request)  # a new visitor: derived from the session, as their clicks are
             galleries = [builders[tab]["refresh_gallery"](uid) if "refresh_gallery" in builders[tab]
                          else ctx.outputs.list(uid, tab) for tab in gallery_tabs]
             return [uid, *galleries]
@@ -70,3 +70,11 @@ def build_ui(service: Any, outputs: OutputStore, runs: Any = None) -> gr.Blocks:
         demo.load(on_load, user_id, [user_id, *[builders[tab]["gallery"] for tab in gallery_tabs]], queue=False)
     demo.atelier_context = ctx  # for tests
     return demo
+
+
+def _for_visitor(refresh):
+    """``refresh(visitor id)`` as a handler of (stored id, request): works before the page-load event too."""
+    def handler(current: str, request: gr.Request):
+        return refresh(visitor_id(current, request))
+
+    return handler

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
+from safetensors.torch import load_file
+
+from pipelines.core.weightfiles import check_weights_file, explain_load_error
 from pipelines.types import CheckpointError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -48,28 +51,26 @@ def _short_list(keys: Iterable[str], limit: int = 6) -> str:
 def read_state_dict(path: str | os.PathLike) -> dict:
     """Read a checkpoint file into a (possibly nested) dict of tensors.
 
-    ``.safetensors`` is read with safetensors; pickled formats only with ``weights_only=True`` (no code
-    execution). Raises :class:`CheckpointError` with the file name when the file is corrupt or not a
-    checkpoint.
+    The file is first named for what it is (:func:`~pipelines.core.weightfiles.check_weights_file`: git-LFS
+    pointer, HTML page, empty, truncated); ``.safetensors`` is then read with safetensors, pickled formats only
+    with ``weights_only=True`` (no code execution; a pickle holding Python objects is refused in one sentence).
+    Every failure is a :class:`CheckpointError` starting with the file name.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path.name}: unsupported checkpoint type {path.suffix!r} (use .safetensors, .pt, .pth, .bin)"
+        )
+    check_weights_file(path)
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return dict(load_file(str(path), device="cpu"))
-        if path.suffix in PICKLE_SUFFIXES:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
+            data = dict(load_file(str(path), device="cpu"))
         else:
-            raise CheckpointError(
-                f"{path.name}: unsupported checkpoint type {path.suffix!r} (use .safetensors, .pt, .pth, .bin)"
-            )
-    except CheckpointError:
-        raise
-    except Exception as error:  # corrupt/truncated files raise many different types
-        raise CheckpointError(f"{path.name}: cannot read checkpoint ({type(error).__name__}: {error})") from error
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt files raise many different types
+        raise explain_load_error(path, error) from None
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(data).__name__}")
     return dict(data)

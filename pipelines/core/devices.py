@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
+import traceback
 from typing import Callable, TypeVar
 
 import torch
@@ -72,6 +74,15 @@ def is_out_of_memory(error: BaseException) -> bool:
 def empty_cache() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def release_after_oom(error: BaseException) -> None:
+    """Free what an out-of-memory failure left behind: the frames of its traceback hold the loop's tensors
+    (latents, activations); clear them, collect, and hand the cached blocks back to the driver."""
+    traceback.clear_frames(error.__traceback__)
+    error.__traceback__ = None
+    gc.collect()
+    empty_cache()
 
 
 def spaces_gpu(duration: int = 120) -> Callable[[F], F]:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             pose_scale=args.pose_scale,
             height=height,
             width=width,
-            num_inference_steps=args.steps or defaults.get("steps", 30),
+            num_inference_steps=args.steps or defaults.get("num_inference_steps", 30),
             guidance_scale=guidance,
             garment_guidance_scale=(
                 args.garment_guidance_scale if args.garment_guidance_scale is not None

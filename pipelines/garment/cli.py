@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             logo_mask=load_mask(args.mask_path, name="mask") if args.mask_path else None,
             height=args.height or defaults.get("height", 640),
             width=args.width or defaults.get("width", 512),
-            num_inference_steps=args.steps or defaults.get("steps", 50),
+            num_inference_steps=args.steps or defaults.get("num_inference_steps", 50),
             guidance_scale=args.guidance_scale if args.guidance_scale is not None else defaults.get("guidance_scale", 7.0),
             sketch_scale=args.sketch_scale if args.sketch_scale is not None else defaults.get("sketch_scale", 0.6),
             color_scale=args.color_scale if args.color_scale is not None else defaults.get("color_scale", 1.0),

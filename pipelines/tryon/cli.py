@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 auto_mask=mask_path is None,
                 height=args.height or defaults.get("height", 1024),
                 width=args.width or defaults.get("width", 768),
-                num_inference_steps=args.steps or defaults.get("steps", 50),
+                num_inference_steps=args.steps or defaults.get("num_inference_steps", 50),
                 guidance_scale=args.guidance_scale if args.guidance_scale is not None
                 else (7.5 if args.garment_model else defaults.get("guidance_scale", 2.5)),
                 seed=args.seed if args.seed is not None else defaults.get("seed", 42),

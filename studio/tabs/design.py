@@ -18,10 +18,10 @@ from PIL import Image, ImageDraw
 from pipelines.preprocess.colors import dominant_color, swatch_from_hex, to_hex
 from pipelines.preprocess.images import load_image
 from studio.components import (
+    GENERATE,
     GPU_QUEUE,
     Progress,
     StudioContext,
-    check_user_id,
     editor_to_image_and_mask,
     is_blank,
     load_params,
@@ -30,6 +30,7 @@ from studio.components import (
     seed_value,
     stream_progress,
     stream_task,
+    visitor_id,
     wire_gallery,
     wire_send,
     wire_stop,
@@ -281,7 +282,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
                                                                                "palette_colors", "placement_preview")}
 
     def on_generate(values, request: gr.Request):
-        user_id = check_user_id(values[ctx.user_id])
+        user_id = visitor_id(values.get(ctx.user_id), request)
         by_name = {name: values[component] for name, component in form.items()}
         try:
             params, notes = build_request(by_name, ctx.service.defaults("garment"))
@@ -289,7 +290,8 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
             raise gr.Error(str(error))
         for note in notes:
             gr.Info(note)
-        result = yield from stream_progress(ctx, "garment", params, request, status, progress_bar, preview)
+        result = yield from stream_progress(ctx, "garment", params, request, status, progress_bar, preview,
+                                            user_id)
         ctx.outputs.save(user_id, "design", result.images, result.params)
         seeds = [p["seed"] for p in result.params]
         yield {
@@ -302,7 +304,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
 
     generate.click(
         on_generate, set(form.values()) | {ctx.user_id},
-        [status, progress_bar, preview, gallery, last_seed], concurrency_id=GPU_QUEUE,
+        [status, progress_bar, preview, gallery, last_seed], **GENERATE,
     )
 
     wire_stop(stop, status)

@@ -17,12 +17,13 @@ import gradio as gr
 from pipelines.preprocess.images import load_image
 from pipelines.types import DRESSING_NEGATIVE, DRESSING_PROMPT, GARMENT_CATEGORIES, MAX_GARMENTS
 from studio.components import (
+    GENERATE,
     GPU_QUEUE,
     StudioContext,
-    check_user_id,
     raise_user_error,
     seed_value,
     stream_progress,
+    visitor_id,
     wire_gallery,
     wire_send,
     wire_stop,
@@ -198,13 +199,14 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
     form = {name: component for name, component in f.items() if name not in ("pose_preset", "pose_photo")}
 
     def on_generate(values, request: gr.Request):
-        user_id = check_user_id(values[ctx.user_id])
+        user_id = visitor_id(values.get(ctx.user_id), request)
         by_name = {name: values[component] for name, component in form.items()}
         try:
             params = build_request(by_name, ctx.service.defaults("dressing"))
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error))
-        result = yield from stream_progress(ctx, "dressing", params, request, status, progress_bar, preview)
+        result = yield from stream_progress(ctx, "dressing", params, request, status, progress_bar, preview,
+                                            user_id)
         ctx.outputs.save(user_id, "dressing", result.images, result.params)
         seeds = [p["seed"] for p in result.params]
         yield {
@@ -215,7 +217,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
         }
 
     inputs = set(form.values()) | ({ctx.user_id} if ctx.user_id is not None else set())
-    generate.click(on_generate, inputs, [status, progress_bar, preview, gallery], concurrency_id=GPU_QUEUE)
+    generate.click(on_generate, inputs, [status, progress_bar, preview, gallery], **GENERATE)
 
     wire_stop(stop, status)
     wire_gallery(ctx, gallery, selected, details)

@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio.components import StudioContext, wire_gallery, wire_send
+from studio.components import StudioContext, visitor_id, wire_gallery, wire_send
 
 FOLDERS = ["all", "design", "dressing", "tryon", "tryoff"]
 
@@ -27,8 +27,8 @@ def build_gallery_tab(ctx: StudioContext) -> dict[str, Any]:
             send_dressing = gr.Button("Send to dressing (garment slot 1)", elem_id="gallery-send-dressing")
             send_design = gr.Button("Send to design (photo → sketch)", elem_id="gallery-send-design")
 
-    def listing(user_id, which):
-        return ctx.outputs.list(user_id, None if which == "all" else which, limit=200)
+    def listing(user_id, which, request: gr.Request):
+        return ctx.outputs.list(visitor_id(user_id, request), None if which == "all" else which, limit=200)
 
     refresh.click(listing, [ctx.user_id, folder], gallery, queue=False)
     folder.change(listing, [ctx.user_id, folder], gallery, queue=False)
@@ -37,4 +37,5 @@ def build_gallery_tab(ctx: StudioContext) -> dict[str, Any]:
     wire_send(ctx, send_person, selected, "tryon_person", "try-on")
     wire_send(ctx, send_dressing, selected, "dressing_garment", "dressing")
     wire_send(ctx, send_design, selected, "design_photo", "design")
-    return {"gallery": gallery, "refresh_gallery": lambda user_id: listing(user_id, "all")}
+    return {"gallery": gallery,
+            "refresh_gallery": lambda user_id: ctx.outputs.list(user_id, None, limit=200)}

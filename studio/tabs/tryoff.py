@@ -13,14 +13,22 @@ from typing import Any
 import gradio as gr
 
 from pipelines.types import BACKGROUNDS, TRYOFF_CATEGORIES
-from studio.components import GPU_QUEUE, StudioContext, check_user_id, form_inputs, seed_value, wire_gallery, wire_send
+from studio.components import (
+    GENERATE,
+    StudioContext,
+    form_inputs,
+    run_to_gallery,
+    seed_value,
+    visitor_id,
+    wire_gallery,
+    wire_send,
+)
 from studio.tabs.tryon import (
     mask_section,
     output_section,
     parse_size,
     person_editor,
     person_mask,
-    run_to_gallery,
     sampler_section,
     size_choices,
     wire_mask_tools,
@@ -82,7 +90,7 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
                             "sam_polarity", "sam_clear")}
 
     def on_generate(values, request: gr.Request):
-        user_id = check_user_id(values.get(ctx.user_id))
+        user_id = visitor_id(values.get(ctx.user_id), request)
         by_name = {name: values[component] for name, component in form.items()}
         try:
             params = build_request(by_name, ctx.service.defaults("tryoff"))
@@ -92,7 +100,7 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
 
     out["generate"].click(
         on_generate, form_inputs(ctx, form),
-        [out[k] for k in ("status", "progress", "preview", "gallery", "last_seed")], concurrency_id=GPU_QUEUE,
+        [out[k] for k in ("status", "progress", "preview", "gallery", "last_seed")], **GENERATE,
     )
     wire_gallery(ctx, out["gallery"], out["selected"], out["details"])
     wire_send(ctx, send_tryon, out["selected"], "tryon_garment", "try-on")

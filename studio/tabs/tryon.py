@@ -18,14 +18,15 @@ from PIL import Image
 from pipelines.preprocess.images import load_image
 from pipelines.types import CATVTON_LABELS, TRYON_CATEGORIES
 from studio.components import (
+    GENERATE,
     GPU_QUEUE,
     StudioContext,
-    check_user_id,
     editor_to_image_and_mask,
     form_inputs,
     raise_user_error,
+    run_to_gallery,
     seed_value,
-    stream_progress,
+    visitor_id,
     wire_gallery,
     wire_send,
     wire_stop,
@@ -128,19 +129,6 @@ def person_editor(elem_id: str, label: str) -> gr.ImageEditor:
         brush=gr.Brush(default_size=28, colors=[MASK_COLOR], default_color=MASK_COLOR, color_mode="fixed"),
         eraser=gr.Eraser(default_size=28),
     )
-
-
-def run_to_gallery(ctx: StudioContext, task: str, params: dict[str, Any], request: gr.Request, user_id: str,
-                   out: dict[str, Any], folder: str):
-    """Stream a task into the tab's status/progress/preview, then save and show the results (a generator)."""
-    result = yield from stream_progress(ctx, task, params, request, out["status"], out["progress"], out["preview"])
-    ctx.outputs.save(user_id, folder, result.images, result.params)
-    seeds = [p["seed"] for p in result.params]
-    note = result.extras.get("note") or ""
-    text = (f"Done: {len(result.images)} image(s), seed {seeds[0]}" + (f"–{seeds[-1]}" if len(seeds) > 1 else "")
-            + f" · mask: {result.extras.get('mask_source', '?')}" + (f" ({note})" if note else ""))
-    yield {out["status"]: text, out["progress"]: 1.0, out["gallery"]: ctx.outputs.list(user_id, folder),
-           out["last_seed"]: seeds[0]}
 
 
 def wire_mask_tools(ctx: StudioContext, f: dict[str, Any], kind: str, prefix: str) -> None:
@@ -302,7 +290,7 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
                             "sam_polarity", "sam_clear")}
 
     def on_generate(values, request: gr.Request):
-        user_id = check_user_id(values.get(ctx.user_id))
+        user_id = visitor_id(values.get(ctx.user_id), request)
         by_name = {name: values[component] for name, component in form.items()}
         try:
             params = build_request(by_name, ctx.service.defaults("tryon"))
@@ -312,7 +300,7 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
 
     out["generate"].click(
         on_generate, form_inputs(ctx, form),
-        [out[k] for k in ("status", "progress", "preview", "gallery", "last_seed")], concurrency_id=GPU_QUEUE,
+        [out[k] for k in ("status", "progress", "preview", "gallery", "last_seed")], **GENERATE,
     )
     wire_gallery(ctx, out["gallery"], out["selected"], out["details"])
     wire_send(ctx, send_tryoff, out["selected"], "tryoff_person", "try-off")

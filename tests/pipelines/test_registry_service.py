@@ -103,3 +103,33 @@ def test_use_checkpoint_swaps_in_new_weights(models_dir, tmp_path):
     service.use_weights("garment_color", None)
     assert service.weights_in_use("garment_color") == str(original)
     assert np.array_equal(np.asarray(service.run("garment", dict(params)).images[0]), before)
+
+
+def test_out_of_memory_inside_the_loop_is_one_sentence_frees_the_job_and_the_next_job_runs(models_dir):
+    """A simulated CUDA OOM at step 2 of 3: a UserError saying so, nothing of the failed job kept alive (the
+    loop's frames are cleared), and the next job makes exactly the image it makes on a fresh start."""
+    import gc
+    import weakref
+
+    import numpy as np
+    import torch
+
+    from pipelines.types import UserError
+
+    service = StudioService("tiny", models_dir=models_dir, device="cpu")
+    params = {"prompt": "a red dress", "height": 80, "width": 64, "num_inference_steps": 3, "seed": 7}
+    expected = np.asarray(service.run("garment", dict(params)).images[0])
+    alive = []
+
+    def out_of_memory_at_step_2(info):
+        if info.overall_step == 2:
+            activations = torch.zeros(16, 1024, 1024)  # 64 MB only the failing frames refer to
+            alive.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(UserError, match=r"^Out of GPU memory\. .*the next one can run\.$") as caught:
+        service.run("garment", dict(params), out_of_memory_at_step_2)
+    gc.collect()
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    assert alive and alive[0]() is None  # released although the error is still held
+    assert np.array_equal(np.asarray(service.run("garment", dict(params)).images[0]), expected)
