@@ -119,12 +119,14 @@ def explain_load_error(path: str | os.PathLike, error: BaseException) -> Checkpo
     """The sentence for an exception of ``torch.load(weights_only=True)`` / safetensors on ``path``."""
     name = Path(path).name
     text = str(error)
-    if "Weights only load failed" in text:  # torch's weights-only unpickler met a non-tensor object
+    if "Weights only load failed" in text:  # torch's weights-only unpickler stopped
         found = _UNSUPPORTED_GLOBAL.search(text)
         culprit = found.group(1) if found else next(iter(foreign_globals(Path(path))), None)
-        what = f" ({culprit})" if culprit else ""
-        return CheckpointError(f"{name}: refused: the file holds Python objects{what}, not only tensors; it was "
-                               "not run. Use a .safetensors file or a plain tensor checkpoint")
+        if culprit:
+            return CheckpointError(f"{name}: refused: the file holds Python objects ({culprit}), not only "
+                                   "tensors; it was not run. Use a .safetensors file or a plain tensor checkpoint")
+        return CheckpointError(f"{name}: the file is damaged or not a checkpoint (its pickle cannot be read as "
+                               "tensors): download it again")
     if isinstance(error, EOFError) or any(sign in text for sign in ("failed finding central directory",
                                                                     "unexpected EOF", "file might be corrupted")):
         return CheckpointError(f"{name}: the file is truncated or damaged: download it again")

@@ -67,7 +67,7 @@ def test_gam_with_a_missing_ref_unet_tensor_names_it(tmp_path, unet):
 def test_corrupt_file_is_a_clear_error(tmp_path, unet):
     path = tmp_path / "mp_rank_00_model_states.pt"
     path.write_bytes(b"\x80\x04not really a checkpoint" * 10)
-    with pytest.raises(CheckpointError, match="mp_rank_00_model_states.pt: cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="mp_rank_00_model_states.pt: the file is damaged or not a checkpoint"):
         load_gam(path, UNet2DConditionModel.from_config(unet.config), unet)
 
 
@@ -80,7 +80,7 @@ def test_pickled_code_is_never_executed(tmp_path, unet):
     path = tmp_path / "evil.bin"
     with open(path, "wb") as handle:
         pickle.dump({"module": Evil()}, handle)
-    with pytest.raises(CheckpointError, match="evil.bin: cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil.bin: refused: the file holds Python objects \(builtins.print\)"):
         load_gam(path, UNet2DConditionModel.from_config(unet.config), unet)
 
 
