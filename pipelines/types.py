@@ -158,6 +158,15 @@ TRYOFF_CATEGORIES = ("upper", "lower", "dress")  # the official weights were tra
 BACKGROUNDS = ("white", "keep")
 
 
+def _person_params(request: Any) -> dict[str, Any]:
+    """A try-off request's JSON-able parameters (the person photo and mask summarised) for PNG metadata."""
+    out = {k: v for k, v in asdict(request).items() if not isinstance(v, Image.Image) and v is not None}
+    out["has_person"], out["has_mask"] = request.person is not None, request.mask is not None
+    if request.person is not None:
+        out["person_size"] = list(request.person.size)
+    return out
+
+
 @dataclass
 class TryOffRequest:
     person: Image.Image | None = None  # a photo of someone wearing the garment
@@ -176,11 +185,7 @@ class TryOffRequest:
     background_tolerance: int = 40  # max RGB distance from the border colour that counts as background
 
     def params(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if not isinstance(v, Image.Image) and v is not None}
-        out["has_person"], out["has_mask"] = self.person is not None, self.mask is not None
-        if self.person is not None:
-            out["person_size"] = list(self.person.size)
-        return out
+        return _person_params(self)
 
 
 @dataclass
@@ -192,6 +197,40 @@ class TryOffResult:
     params: dict[str, Any]
     raw_images: list[Image.Image] = field(default_factory=list)  # before background whitening
     note: str = ""
+
+# ------------------------------------------------------------------------- TEMU-VTOFF (high-quality try-off)
+TEMU_CATEGORIES = {"upper": "upper_body", "lower": "lower_body", "dress": "dresses"}  # ours -> the method's names
+# The method's captions (Qwen2.5-VL in its repository): attributes only, no colour/texture/background,
+# "a <cloth type> with ...". Offered as the starting caption of each category, to be edited.
+TEMU_CAPTIONS = {
+    "upper": "a t-shirt with a crew neckline, short sleeves, a regular fit and a straight hem",
+    "lower": "a pair of trousers with a regular waist, a straight fit and full length",
+    "dress": "a dress with a round neckline, short sleeves, a fitted waist and knee length",
+}
+MEMORY_MODES = ("auto", "resident", "model_offload", "sequential_offload")
+
+
+@dataclass
+class TemuTryOffRequest:
+    person: Image.Image | None = None  # a photo of someone wearing the garment
+    category: str = "upper"  # upper | lower | dress (the method's upper_body | lower_body | dresses)
+    caption: str = ""  # the garment's attributes; "" = the category's TEMU_CAPTIONS entry
+    mask: Image.Image | None = None  # painted garment mask (white = garment), person's size; overrides auto
+    auto_mask: bool = True
+    height: int = 1024
+    width: int = 768
+    num_inference_steps: int = 28
+    guidance_scale: float = 2.0
+    seed: int = 42  # -1 = random; image i uses seed + i
+    num_images: int = 1
+    fit_mode: str = "crop"
+    background: str = "white"  # white: whiten the background around the garment; keep: raw output
+    background_tolerance: int = 40
+    memory_mode: str = "auto"  # auto | resident | model_offload | sequential_offload
+
+    def params(self) -> dict[str, Any]:
+        return _person_params(self)
+
 
 # ---------------------------------------------------------------------------------------- dressing
 MAX_GARMENTS = 4
@@ -291,6 +330,7 @@ class DressingResult:
 # The request each task's preset ``defaults:`` are checked against (one vocabulary: the request's field names).
 DEFAULTS_REQUEST: dict[str, type] = {
     "garment": GarmentRequest, "tryon": TryOnRequest, "tryoff": TryOffRequest, "dressing": DressingRequest,
+    "tryoff_temu": TemuTryOffRequest,
 }
 
 

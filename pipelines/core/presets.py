@@ -37,6 +37,8 @@ class ModelPreset:
     segformer: str | None = None  # clothes parser (None: mediapipe fallback)
     sam: str | None = None  # segment-anything checkpoint file (None: no click-to-refine)
     checkpoints: dict[str, CheckpointLocation] = field(default_factory=dict)
+    # whole models a method loads by name (hub id or local folder in the hub repo's layout), e.g. sd3, temu_vtoff
+    models: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolved(self, tiny_root: Path) -> "ModelPreset":
@@ -87,6 +89,10 @@ def load_preset(name_or_path: str) -> ModelPreset:
         if not isinstance(value, dict) or set(value) - {"location", "filename"} or "location" not in value:
             raise ValueError(f"{path.name}: checkpoints.{key} needs 'location' (and optional 'filename')")
         checkpoints[key] = CheckpointLocation(**value)
+    models = data.pop("models", None) or {}
+    if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
+        raise ValueError(f"{path.name}: models must map names to hub ids or folders (strings)")
+    data["models"] = models
     defaults = {task: check_task_defaults(task, values, path.name)
                 for task, values in (data.pop("defaults", None) or {}).items()}
     return ModelPreset(checkpoints=checkpoints, defaults=defaults, **data)

@@ -475,3 +475,27 @@ def read_png_params(source: str | os.PathLike | Image.Image) -> dict[str, Any]:
         f"{label} carries no generation parameters (no '{PARAMS_CHUNK}' or '{A1111_CHUNK}' PNG text chunk); "
         "only PNGs saved by Atelier (or A1111-style tools) keep their settings"
     )
+
+
+def whiten_background(image: Image.Image, tolerance: int = 40) -> Image.Image:
+    """Paint the background around the garment pure white.
+
+    TryOffAnyone's outputs are garments on a near-white studio background (it was trained on VITON-HD
+    product photos); the official demo removes it with RMBG-1.4 and whitens it. We do the same without
+    another model: the background colour is the median of the image border, and every pixel within
+    ``tolerance`` (max RGB channel difference) of it that is CONNECTED to the border becomes white, so
+    light areas inside the garment stay. A garment touching the whole border is left as it is.
+    """
+    import cv2
+
+    rgb = np.asarray(image.convert("RGB"))
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    reference = np.median(border, axis=0)
+    near = (np.abs(rgb.astype(np.int16) - reference.astype(np.int16)).max(axis=2) <= tolerance).astype(np.uint8)
+    count, labels = cv2.connectedComponents(near, connectivity=4)
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge_labels = edge_labels[edge_labels != 0]
+    background = np.isin(labels, edge_labels) & (near > 0)
+    out = rgb.copy()
+    out[background] = 255
+    return Image.fromarray(out)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from pipelines.tryoff.checkpoints import load_tryoffanyone
-from pipelines.tryoff.pipeline import TryOffAnyonePipeline, whiten_background
+from pipelines.preprocess.images import whiten_background
+from pipelines.tryoff.pipeline import TryOffAnyonePipeline
 from pipelines.tryoff.cli import main
 from pipelines.tryoff.checkpoints import transformer_groups, write_tiny_tryoffanyone
 from pipelines.types import CheckpointError, TryOffRequest

@@ -45,3 +45,32 @@ def test_tryoff_tab_photo_to_garment(studio, page, tmp_path):
     params = read_png_params(files[0])
     assert params["task"] == "tryoff" and params["category"] == "upper" and params["background"] == "white", params
     assert Image.open(files[0]).size == (96, 128)  # the laid-out garment at the tiny preset's 128x96
+
+
+def test_tryoff_tab_with_temu_vtoff(studio, page, tmp_path):
+    """Choosing TEMU-VTOFF shows its caption and memory settings and its defaults; Generate runs it."""
+    from pipelines.preprocess.images import read_png_params
+
+    before = set(studio["outputs"].root.glob("*/tryoff/*.png"))
+    person_path = astronaut_png(tmp_path)
+    open_tab(page, studio["url"], "Try-off", "#tryoff-person")
+    assert not page.locator("#tryoff-caption").is_visible()
+    page.locator("#tryoff-model").get_by_label("TEMU-VTOFF — high quality (SD3, needs a big GPU)").check()
+    page.locator("#tryoff-caption textarea").wait_for(state="visible", timeout=30_000)
+    assert page.locator("#tryoff-caption textarea").input_value().startswith("a t-shirt")
+    assert page.locator("#tryoff-memory").is_visible()
+    upload_to_editor(page, "#tryoff-person", person_path)
+    page.locator("#tryoff-caption textarea").fill("a shirt with long sleeves, a regular fit and a straight hem")
+    time.sleep(0.5)
+
+    page.locator("#tryoff-generate").click()
+    status = wait_status(page, "tryoff-status", "Done")
+    assert "memory: resident" in status, status
+    page.locator("#tryoff-gallery img").first.wait_for(timeout=30_000)
+    screenshot(page, "tryoff_temu")
+    new = sorted(set(studio["outputs"].root.glob("*/tryoff/*.png")) - before)
+    assert len(new) == 1, new
+    params = read_png_params(new[0])
+    assert params["task"] == "tryoff_temu" and params["caption"].startswith("a shirt with long sleeves"), params
+    assert params["num_inference_steps"] == 4 and params["guidance_scale"] == 2.0  # the preset's TEMU defaults
+    assert Image.open(new[0]).size == (96, 128)
