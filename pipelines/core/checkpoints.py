@@ -164,10 +164,6 @@ def offline_hint(location: str) -> str:
     )
 
 
-def is_local(location: str | os.PathLike) -> bool:
-    return Path(location).expanduser().exists()
-
-
 def resolve_file(location: str, filename: str | None = None, subfolder: str | None = None) -> Path:
     """A local path for ``location`` (a file, a folder, or a hub repo id) + optional ``subfolder/filename``.
 

@@ -127,12 +127,6 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None) -> 
     return text_encoder(tokens.input_ids.to(device if device is not None else text_encoder.device))[0]
 
 
-def check_size(name: str, height: int, width: int, multiple: int = 8, low: int = 64, high: int = 2048) -> None:
-    for label, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or value % multiple or not low <= value <= high:
-            raise ValueError(f"{name}: {label}={value!r} must be a multiple of {multiple} between {low} and {high}")
-
-
 def check_steps(steps: int, low: int = 1, high: int = 500) -> None:
     if not isinstance(steps, int) or not low <= steps <= high:
         raise ValueError(f"num_inference_steps={steps!r} must be an integer between {low} and {high}")

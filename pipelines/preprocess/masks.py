@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -39,10 +39,7 @@ SEGFORMER_LABELS = {
     14: "left-arm", 15: "right-arm", 16: "bag", 17: "scarf",
 }
 CATEGORIES = ("upper", "lower", "dress", "full")
-Category = Literal["upper", "lower", "dress", "full"]
 
-# Labels of the garment of each category (what is worn now).
-CATEGORY_LABELS = {"upper": {4}, "lower": {5, 6}, "dress": {7}, "full": {4, 5, 6, 7, 8, 17}}
 # Try-off extracts the garment itself; TryOffAnyone treats tops as upper-clothes + dress.
 TRYOFF_LABELS = {"upper": {4, 7}, "lower": {5, 6}, "dress": {7}, "full": {4, 5, 6, 7, 8, 17}}
 ARMS, LEGS = {14, 15}, {12, 13}
