@@ -110,6 +110,11 @@ CATVTON_VARIANTS = {
 CATVTON_LABELS = {"tryon_catvton": "CatVTON mix 1024 (best)", "tryon_catvton_512": "CatVTON VITON-HD 512 (faster)"}
 
 
+# How a try-on result goes back into the photo: inside the mask with a feathered edge (the official script),
+# inside the mask with a hard edge, or not at all (the raw model canvas, as the official app shows it).
+PASTE_MODES = ("feathered", "hard", "none")
+
+
 @dataclass
 class TryOnRequest:
     """One person photo and one garment photo (plus the mask choice and sampler settings)."""
@@ -126,9 +131,10 @@ class TryOnRequest:
     seed: int = 42  # -1 = random; image i uses seed + i
     num_images: int = 1
     eta: float = 1.0  # DDIM eta (CatVTON samples with 1.0)
-    repaint: bool = True  # paste the result into the original photo inside the mask only
+    paste_mode: str = "feathered"  # feathered | hard | none (see PASTE_MODES)
     fit_mode: str = "crop"  # how the person photo is placed on the canvas: crop (cover) | pad
-    feather: int = 0  # px (original scale) of inward edge softening when pasting back
+    feather: int = 21  # px (original scale) of inward edge softening in "feathered" (the official script's ~21)
+    mask_blur: int = 9  # px Gaussian blur of the mask, re-thresholded at 128 (the official app: 9); 0 = off
     prompt: str = ""  # garment model mode only (CatVTON reads no text)
     negative_prompt: str = ""  # garment model mode only
 
@@ -145,7 +151,7 @@ class TryOnRequest:
 
 @dataclass
 class TryOnResult:
-    images: list[Image.Image]  # original photo size with repaint, else the canvas size
+    images: list[Image.Image]  # the original photo's size when pasted back, else the canvas size
     mask: Image.Image  # the mask used (binary L, original photo size)
     mask_source: str  # "painted", "segformer" or "mediapipe"
     seeds: list[int]

@@ -216,6 +216,29 @@ def paste_back(
     return Image.fromarray(result)
 
 
+def check_paste(mode: str, feather: int, mask_blur: int) -> None:
+    """A try-on request's paste-back settings, with a sentence naming the bad one."""
+    if mode not in ("feathered", "hard", "none"):
+        raise ValueError(f"paste_mode={mode!r} must be feathered, hard or none")
+    if not 0 <= feather <= 256:
+        raise ValueError(f"feather={feather!r} must be between 0 and 256 px")
+    if not 0 <= mask_blur <= 64:
+        raise ValueError(f"mask_blur={mask_blur!r} must be between 0 and 64 px")
+
+
+def paste_results(original: Image.Image, canvases: list[Image.Image], mask: Image.Image, info: FitInfo,
+                  mode: str, feather: int) -> list[Image.Image]:
+    """Each generated canvas back into ``original`` by paste mode: "feathered" (``feather`` px inward ramp),
+    "hard" (the mask's own edge) -- both keep every pixel outside the mask bit-identical -- or "none" (the
+    canvases as they are)."""
+    if mode == "none":
+        return list(canvases)
+    if mode not in ("feathered", "hard"):
+        raise ValueError(f"paste_mode={mode!r} must be feathered, hard or none")
+    width = feather if mode == "feathered" else 0
+    return [paste_back(original, canvas, mask, info, feather=width) for canvas in canvases]
+
+
 def pad_garment(image: Image.Image, width: int, height: int, fill=WHITE) -> Image.Image:
     """Resize a garment photo to fit ``width`` x ``height`` and pad it on white (nothing cropped)."""
     if not isinstance(image, Image.Image):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from pipelines.core.checkpoints import load_strict, offline_hint, read_state_dict
 from pipelines.preprocess.images import load_mask
@@ -753,6 +753,17 @@ def masker_factory(registry) -> Callable[[], Any]:
         )
 
     return build
+
+
+def blur_threshold(mask: Image.Image, radius: int) -> Image.Image:
+    """The official CatVTON app's mask processing: Gaussian blur of ``radius`` px, then >= 128 -> 255, else 0.
+    Rounds jagged parser edges and removes specks; ``radius`` 0 returns the mask unchanged."""
+    if radius < 0:
+        raise ValueError(f"mask_blur={radius!r} must be >= 0 px")
+    mask = mask.convert("L")
+    if radius == 0:
+        return mask
+    return mask.filter(ImageFilter.GaussianBlur(radius)).point(lambda value: 255 if value >= 128 else 0)
 
 
 def resolve_mask(

@@ -62,6 +62,8 @@ from pipelines.types import BACKGROUNDS, TRYOFF_CATEGORIES, TaskResult, TryOffRe
 
 logger = logging.getLogger(__name__)
 
+TRAINED_CATEGORIES = ("upper",)  # what the released TryOffAnyone weights were trained on (VITON-HD tops)
+
 # --------------------------------------------------------------------------------------------- loader
 
 
@@ -164,6 +166,11 @@ class TryOffAnyonePipeline:
         else:
             images = list(raw)
         params = dict(request.params(), seed=seed, task=self.task, weights=self.weight_set, mask_source=mask_source)
+        if request.category not in TRAINED_CATEGORIES:
+            warning = (f"the TryOffAnyone weights were trained on tops only: a {request.category} garment is outside "
+                       "what they learned (TEMU-VTOFF covers upper, lower and dress)")
+            logger.warning(warning)
+            note = "; ".join(x for x in (note, warning) if x)
         return TryOffResult(images, mask, mask_source, [seed + i for i in range(batch)], params, raw, note)
 
 

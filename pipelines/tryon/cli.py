@@ -18,7 +18,7 @@ from pipelines.core.cli import (
 )
 from pipelines.preprocess.images import load_image, load_mask
 from pipelines.tryon.pipeline import CatVTONPipeline
-from pipelines.types import CATVTON_VARIANTS, TryOnRequest
+from pipelines.types import CATVTON_VARIANTS, PASTE_MODES, TryOnRequest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="tryon_catvton", choices=sorted(CATVTON_VARIANTS),
                         help="tryon_catvton = mix-48k-1024, tryon_catvton_512 = vitonhd-16k-512")
     parser.add_argument("--weights", help="CatVTON attention weights: local file/folder or hub id (zhengchong/CatVTON)")
-    parser.add_argument("--no_repaint", action="store_true", help="return the raw canvas instead of pasting back")
+    parser.add_argument("--paste_mode", default="feathered", choices=PASTE_MODES,
+                        help="feathered (default) / hard: pasted into the photo inside the mask; none: the raw canvas")
+    parser.add_argument("--feather", type=int, default=21, help="feathered edge width in px (the official ~21)")
+    parser.add_argument("--mask_blur", type=int, default=9, help="mask blur radius before re-thresholding at 128")
     parser.add_argument("--garment_model", help="a fine-tuned garment model folder (atelier_model.json) instead of CatVTON")
     parser.add_argument("--prompt", default=None, help="garment model mode: the prompt (default: the model's own)")
     return parser
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed if args.seed is not None else defaults.get("seed", 42),
                 num_images=args.num_images,
                 eta=args.eta,
-                repaint=not args.no_repaint,
+                paste_mode=args.paste_mode, feather=args.feather, mask_blur=args.mask_blur,
                 fit_mode=args.fit_mode,
                 prompt=args.prompt or "",
             )

@@ -133,9 +133,11 @@ class GarmentModelTryOnPipeline:
 
     def check_inputs(self, request: TryOnRequest) -> None:
         from pipelines.core.concat_inpaint import check_canvas_size, check_common
+        from pipelines.preprocess.framing import check_paste
         from pipelines.preprocess.images import check_image
 
         check_common(request)
+        check_paste(request.paste_mode, request.feather, request.mask_blur)
         check_canvas_size(request.height, request.width, self.size_multiple)
         if request.garment is not None:
             check_image(request.garment, "garment")  # unused by this mode but must still be an image
@@ -149,9 +151,9 @@ class GarmentModelTryOnPipeline:
 
     def _generate(self, request: TryOnRequest, control: RunControl | None) -> TryOnResult:
         from pipelines.core.sampling import RunControl, generators, resolve_seed
-        from pipelines.preprocess.framing import fit_mask, fit_to_canvas, paste_back
+        from pipelines.preprocess.framing import fit_mask, fit_to_canvas, paste_results
         from pipelines.preprocess.images import to_rgb
-        from pipelines.preprocess.masks import resolve_mask
+        from pipelines.preprocess.masks import blur_threshold, resolve_mask
         from pipelines.types import TryOnResult
 
         self.check_inputs(request)
@@ -163,6 +165,7 @@ class GarmentModelTryOnPipeline:
         person = to_rgb(request.person, "person")
         canvas, info = fit_to_canvas(person, width, height, request.fit_mode)
         mask, mask_source, note = resolve_mask(person, request.mask, request.auto_mask, request.category, self.masker)
+        mask = blur_threshold(mask, request.mask_blur)
         mask_canvas, _ = fit_mask(mask, width, height, info=info)
         if not np.asarray(mask_canvas).any():
             raise ValueError("the mask lies outside the part of the photo the model sees (fit mode crop)")
@@ -188,10 +191,7 @@ class GarmentModelTryOnPipeline:
             callback_on_step_end_tensor_inputs=["latents"],
         )
         canvas_images = list(output.images)
-        if request.repaint:
-            images = [paste_back(person, image, mask, info, feather=request.feather) for image in canvas_images]
-        else:
-            images = canvas_images
+        images = paste_results(person, canvas_images, mask, info, request.paste_mode, request.feather)
         params = dict(request.params(), prompt=prompt, seed=seed, task=self.task, weights=str(self.info.path),
                       garment_model=self.info.name, mask_source=mask_source)
         return TryOnResult(images, mask, mask_source, [seed + i for i in range(batch)], params, canvas_images, note)

@@ -11,7 +11,8 @@ Stages of one call (numbers match the comments in ``__call__``):
  4. encode: masked person (pixels under the mask set to 0 = grey) and garment with the VAE; like the
     official code the latents are ``latent_dist.sample()`` (seeded per image) x scaling factor
  5. concat-inpainting: masked person on TOP, garment BELOW, DDIM eta 1.0, CFG with the garment half zeroed
- 6. decode the person half; "repaint" pastes it into the ORIGINAL photo at full resolution inside the mask
+ 6. decode the person half; paste it into the ORIGINAL photo at full resolution inside the mask (feathered or
+    hard edge) or return the raw canvas (paste mode "none")
     only, so every unmasked pixel is bit-identical to the upload
 
 Command line: ``python -m pipelines.tryon --help``.
@@ -49,9 +50,9 @@ from pipelines.core.sampling import (
     tensor_to_images,
     vae_decode,
 )
-from pipelines.preprocess.framing import fit_mask, fit_to_canvas, pad_garment, paste_back
+from pipelines.preprocess.framing import check_paste, fit_mask, fit_to_canvas, pad_garment, paste_results
 from pipelines.preprocess.images import check_image, load_image, load_mask, to_rgb
-from pipelines.preprocess.masks import SamRefiner, mask_overlay, masker_factory, resolve_mask
+from pipelines.preprocess.masks import SamRefiner, blur_threshold, mask_overlay, masker_factory, resolve_mask
 from pipelines.tryon.checkpoints import load_catvton
 from pipelines.tryon.garment_model import GarmentModelTryOnPipeline
 from pipelines.types import TRYON_CATEGORIES, ModelUnavailableError, TaskResult, TryOnRequest, TryOnResult
@@ -112,17 +113,19 @@ class CatVTONPipeline:
             raise ValueError("garment image is missing: upload a photo of the garment to try on")
         check_image(request.garment, "garment")
         check_canvas_size(request.height, request.width, self.size_multiple)
-        if request.feather < 0:
-            raise ValueError(f"feather={request.feather!r} must be >= 0 px")
+        check_paste(request.paste_mode, request.feather, request.mask_blur)
 
     def prepare_mask(self, request: TryOnRequest) -> tuple[Image.Image, str, str]:
-        """The mask a call would use (painted or automatic) at the person photo's size: (mask, source, note)."""
+        """The mask a call would use (painted or automatic, blurred and re-thresholded) at the person photo's size:
+        (mask, source, note)."""
         person = to_rgb(request.person, "person")
-        return resolve_mask(person, request.mask, request.auto_mask, request.category, self.masker, "tryon")
+        mask, source, note = resolve_mask(person, request.mask, request.auto_mask, request.category, self.masker,
+                                          "tryon")
+        return blur_threshold(mask, request.mask_blur), source, note
 
     @torch.no_grad()
     def __call__(self, request: TryOnRequest, control: RunControl | None = None) -> TryOnResult:
-        """Dress the person in the garment; ``num_images`` results at the person photo's size (with repaint)."""
+        """Dress the person in the garment; ``num_images`` results at the person photo's size (pasted back)."""
         # 1. check inputs
         self.check_inputs(request)
         control = control or RunControl()
@@ -141,6 +144,7 @@ class CatVTONPipeline:
         mask, mask_source, note = resolve_mask(
             person, request.mask, request.auto_mask, request.category, self.masker, "tryon"
         )
+        mask = blur_threshold(mask, request.mask_blur)
         mask_canvas, _ = fit_mask(mask, width, height, info=info)
         if not np.asarray(mask_canvas).any():
             raise ValueError("the mask lies outside the part of the photo the model sees (fit mode crop)")
@@ -170,10 +174,7 @@ class CatVTONPipeline:
 
         # 6. decode the person half and paste it back into the original photo
         canvas_images = tensor_to_images(vae_decode(vae, latents))
-        if request.repaint:
-            images = [paste_back(person, image, mask, info, feather=request.feather) for image in canvas_images]
-        else:
-            images = canvas_images
+        images = paste_results(person, canvas_images, mask, info, request.paste_mode, request.feather)
         params = dict(request.params(), seed=seed, task=self.task, weights=self.weight_set, mask_source=mask_source)
         return TryOnResult(images, mask, mask_source, [seed + i for i in range(batch)], params, canvas_images, note)
 
@@ -201,7 +202,8 @@ def run_task(registry, params: dict[str, Any], control: RunControl):
 
 def run_mask_task(registry, params: dict[str, Any], control: RunControl | None = None):
     """Preview the mask a generation would use: ``person``, ``category``, ``mask`` (painted), ``auto_mask``,
-    ``kind`` ("tryon" | "tryoff"). Returns the overlay image; extras carry the mask, source and note."""
+    ``kind`` ("tryon" | "tryoff"), ``mask_blur`` (try-on; the request's default). Returns the overlay image;
+    extras carry the mask, source and note."""
 
     person = load_image(params.get("person"), "person")
     kind = params.get("kind", "tryon")
@@ -213,6 +215,8 @@ def run_mask_task(registry, params: dict[str, Any], control: RunControl | None =
     mask, source, note = resolve_mask(
         person, params.get("mask"), bool(params.get("auto_mask", True)), category, masker_factory(registry), kind
     )
+    if kind == "tryon":
+        mask = blur_threshold(mask, int(params.get("mask_blur", TryOnRequest.mask_blur)))
     overlay = mask_overlay(person, mask)
     return TaskResult([overlay], [{"task": f"{kind}_mask", "mask_source": source}], {"mask": mask, "mask_source": source, "note": note})
 

@@ -16,7 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from pipelines.preprocess.images import load_image
-from pipelines.types import CATVTON_LABELS, TRYON_CATEGORIES
+from pipelines.types import CATVTON_LABELS, PASTE_MODES, TRYON_CATEGORIES
 from studio.components import (
     GENERATE,
     GPU_QUEUE,
@@ -97,7 +97,7 @@ def build_request(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
         guidance_scale=float(values["guidance_scale"]),
         seed=seed_value(values["seed"]),
         num_images=int(values["num_images"]),
-        repaint=bool(values["repaint"]),
+        paste_mode=values["paste_mode"],
         fit_mode=values["fit_mode"],
     )
     if values["mode"] == "Garment model":
@@ -268,7 +268,9 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
                 sizes = size_choices(defaults)
                 f["size"] = gr.Dropdown(sizes, value=sizes[0], label="Canvas (H x W)", elem_id="tryon-size")
                 f["fit_mode"] = gr.Radio(["crop", "pad"], value="crop", label="Fit photo", elem_id="tryon-fit")
-                f["repaint"] = gr.Checkbox(True, label="Keep everything outside the mask", elem_id="tryon-repaint")
+                f["paste_mode"] = gr.Radio(list(PASTE_MODES), value="feathered", label="Paste back into the photo",
+                                           info="feathered / hard: everything outside the mask is kept; none: the "
+                                                "raw model canvas", elem_id="tryon-paste-mode")
             random_button, reuse_button = sampler_section(f, defaults, "tryon")
             out = output_section("tryon", "Your try-ons")
             with gr.Row():

@@ -97,3 +97,49 @@ def test_bad_arguments():
         paste_back(_photo(64, 64), _photo(64, 64), Image.new("L", (96, 128)), info)
     with pytest.raises(ValueError, match="mask is 10x10 px"):
         paste_back(_photo(64, 64), _photo(96, 128), Image.new("L", (10, 10)), info)
+
+
+def test_paste_modes_keep_what_they_promise():
+    """hard: outside the mask = the photo, inside = the model; feathered: outside = the photo, a ramp inside the
+    edge; none: the raw canvases."""
+    from pipelines.preprocess.framing import paste_results
+
+    original = _photo(96, 128, seed=2)
+    _, info = fit_to_canvas(original, 96, 128, mode="crop")
+    mask = Image.new("L", (96, 128), 0)
+    mask.paste(255, (20, 30, 76, 100))
+    green = Image.new("RGB", (96, 128), (0, 255, 0))
+    inside, outside = np.asarray(mask) > 0, np.asarray(mask) == 0
+    photo = np.asarray(original)
+    hard = np.asarray(paste_results(original, [green], mask, info, "hard", 21)[0])
+    assert np.array_equal(hard[outside], photo[outside]) and (hard[inside] == (0, 255, 0)).all()
+    soft = np.asarray(paste_results(original, [green], mask, info, "feathered", 6)[0])
+    assert np.array_equal(soft[outside], photo[outside])
+    # entering the mask from its left edge: the share of the model's green grows from ~0 to 1 over the feather
+    row = soft[60, 20:40].astype(float)
+    photo_row, green_px = photo[60, 20:40].astype(float), np.array([0.0, 255.0, 0.0])
+    share = 1 - np.abs(row - green_px).sum(axis=1) / np.maximum(np.abs(photo_row - green_px).sum(axis=1), 1)
+    assert share[0] < 0.1 and share[-1] == 1.0 and np.all(np.diff(share) > -0.05), share.round(2)
+    assert (soft[55:75, 40:56] == (0, 255, 0)).all()  # deep inside: the model's pixels
+    assert paste_results(original, [green], mask, info, "none", 21)[0] is green
+    with pytest.raises(ValueError, match="paste_mode='blend' must be feathered, hard or none"):
+        paste_results(original, [green], mask, info, "blend", 21)
+
+
+def test_blur_threshold_is_the_official_mask_processing():
+    """Gaussian blur radius 9, then >= 128: a 1-px speck goes, a 1-px notch closes, corners round off, the
+    straight edges stay where they were; radius 0 changes nothing."""
+    from pipelines.preprocess.masks import blur_threshold
+
+    array = np.zeros((128, 96), np.uint8)
+    array[30:100, 20:76] = 255
+    array[10, 10] = 255  # a speck
+    array[60, 20:76] = 0  # a one-pixel notch across the mask
+    mask = Image.fromarray(array)
+    out = np.asarray(blur_threshold(mask, 9))
+    assert set(np.unique(out)) <= {0, 255}
+    assert out[10, 10] == 0 and (out[60, 30:66] == 255).all()
+    assert out[30, 20] == 0 and out[65, 20] == 255 and out[65, 19] == 0  # corner rounded, edge kept
+    assert np.array_equal(np.asarray(blur_threshold(mask, 0)), array)
+    with pytest.raises(ValueError, match="mask_blur=-1 must be >= 0"):
+        blur_threshold(mask, -1)

@@ -55,6 +55,10 @@ def test_tryoff_end_to_end(pipeline, person):
     assert not np.array_equal(np.asarray(other.raw_images[0]), np.asarray(result.raw_images[0]))
     keep = pipeline(request_for(person, background="keep"))
     assert np.array_equal(np.asarray(keep.images[0]), np.asarray(result.raw_images[0]))
+    # tops only in the released weights: a lower-body garment is made, with a warning saying so
+    assert "trained on tops only" not in result.note
+    lower = pipeline(request_for(person, category="lower"))
+    assert "trained on tops only: a lower garment is outside what they learned" in lower.note
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def test_tryon_end_to_end(pipeline, person):
     other = pipeline(request_for(person, noise_image(60, 80, 2)))
     assert not np.array_equal(np.asarray(other.canvas_images[0]), np.asarray(result.canvas_images[0]))
 
-    raw = pipeline(request_for(person, garment, repaint=False, fit_mode="pad"))
+    raw = pipeline(request_for(person, garment, paste_mode="none", fit_mode="pad"))
     assert raw.images[0].size == (48, 64)
 
 
@@ -118,8 +118,14 @@ def test_auto_mask_and_painted_override(registry, person):
     assert result.mask_source == "mediapipe" and result.images[0].size == person.size
     # A painted mask always wins over the automatic one.
     painted = box_mask(person.size, (10, 10, 40, 40))
-    mask, source, _ = masked.prepare_mask(request_for(person, None, mask=painted, auto_mask=True))
+    mask, source, _ = masked.prepare_mask(request_for(person, None, mask=painted, auto_mask=True, mask_blur=0))
     assert source == "painted" and np.array_equal(np.asarray(mask), np.asarray(painted))
+    # by default every mask is blurred (radius 9) and re-thresholded at 128, as the official app does
+    from pipelines.preprocess.masks import blur_threshold
+
+    mask, _, _ = masked.prepare_mask(request_for(person, None, mask=painted, auto_mask=True))
+    assert np.array_equal(np.asarray(mask), np.asarray(blur_threshold(painted, 9)))
+    assert not np.array_equal(np.asarray(mask), np.asarray(painted))  # its corners are rounded
 
 
 @pytest.mark.parametrize(

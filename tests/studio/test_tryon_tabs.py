@@ -33,7 +33,7 @@ def tryon_form(**overrides):
     values = {
         "person": editor(photo()), "garment": photo(60, 80, 1), "category": "upper", "auto_mask": True, "sam_mask": None,
         "mode": "CatVTON", "variant": "tryon_catvton", "garment_model": None, "prompt": "", "size": "64x48",
-        "fit_mode": "crop", "repaint": True, "seed": 3, "steps": 2, "guidance_scale": 2.5, "num_images": 1,
+        "fit_mode": "crop", "paste_mode": "feathered", "seed": 3, "steps": 2, "guidance_scale": 2.5, "num_images": 1,
     }
     values.update(overrides)
     return values
