@@ -107,6 +107,18 @@ def drop_leading(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return {(key[len(prefix):] if key.startswith(prefix) else key): value for key, value in state.items()}
 
 
+def key_problems(expected: Iterable[str], found: Iterable[str], order=None) -> list[str]:
+    """"missing a, b (N in all)" / "unexpected c (M in all)" for two key sets (``order``: sort key of missing)."""
+    expected, found = set(expected), set(found)
+    missing, unexpected = sorted(expected - found, key=order), sorted(found - expected)
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:5])} ({len(missing)} in all)")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:5])} ({len(unexpected)} in all)")
+    return parts
+
+
 def shape_problems(expected: Mapping[str, tuple], state: Mapping[str, torch.Tensor]) -> list[str]:
     """Mis-shaped, missing and unexpected keys of ``state`` against ``{key: shape}``, as sentences."""
     missing = sorted(set(expected) - set(state))

@@ -31,7 +31,7 @@ from pipelines.core.attention import (
     processor_names,
     swapped_processors,
 )
-from pipelines.core.checkpoints import LoadReport
+from pipelines.core.checkpoints import LoadReport, key_problems
 from pipelines.core.sampling import RunControl, check_steps, randn
 from pipelines.preprocess.framing import FIT_MODES
 from pipelines.preprocess.images import check_image, load_mask
@@ -221,14 +221,8 @@ def attn1_set_from_indexed(state: dict[str, torch.Tensor], unet, name: str, sour
     for k, (module_name, _) in enumerate(modules):
         for proj in ATTN1_PROJECTIONS:
             expected[f"{8 * k}.{proj}"] = f"{module_name}.{proj}"
-    missing = sorted(set(expected) - set(state), key=lambda s: (int(s.split(".")[0]), s))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])} ({len(missing)} in all)")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])} ({len(unexpected)} in all)")
+    parts = key_problems(expected, state, order=lambda s: (int(s.split(".")[0]), s))
+    if parts:
         raise CheckpointError(
             f"{source}: not an attn1 weight set for this UNet ({len(modules)} attn1 layers): " + "; ".join(parts)
         )

@@ -59,11 +59,11 @@ def _check_safetensors(path: Path, size: int) -> None:
         if len(prefix) < 8:
             raise CheckpointError(f"{path.name}: the file is truncated ({size} bytes): download it again")
         (header_size,) = struct.unpack("<Q", prefix)
-        if header_size > MAX_SAFETENSORS_HEADER or 8 + header_size > size:
-            if 8 + header_size > size and header_size <= MAX_SAFETENSORS_HEADER:
-                raise CheckpointError(f"{path.name}: the file is truncated ({size} bytes, its header alone needs "
-                                      f"{8 + header_size}): download it again")
+        if header_size > MAX_SAFETENSORS_HEADER:
             raise CheckpointError(f"{path.name}: not a safetensors file (no valid header): was it renamed?")
+        if 8 + header_size > size:
+            raise CheckpointError(f"{path.name}: the file is truncated ({size} bytes, its header alone needs "
+                                  f"{8 + header_size}): download it again")
         try:
             header = json.loads(handle.read(header_size))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -477,6 +477,14 @@ def read_png_params(source: str | os.PathLike | Image.Image) -> dict[str, Any]:
     )
 
 
+def check_background(background: str, tolerance: int) -> None:
+    """A try-off request's background settings (see :func:`whiten_background`)."""
+    if background not in ("white", "keep"):
+        raise ValueError(f"background={background!r} must be one of white, keep")
+    if not 0 <= tolerance <= 255:
+        raise ValueError(f"background_tolerance={tolerance!r} must be between 0 and 255")
+
+
 def whiten_background(image: Image.Image, tolerance: int = 40) -> Image.Image:
     """Paint the background around the garment pure white.
 

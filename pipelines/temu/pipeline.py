@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -46,13 +46,22 @@ from pipelines.core.attention import swapped_processors
 from pipelines.core.checkpoints import offline_hint
 from pipelines.core.concat_inpaint import check_canvas_size
 from pipelines.core.registry import from_pretrained
-from pipelines.core.sampling import RunControl, generators, image_to_tensor, mask_to_tensor, randn, resolve_seed, tensor_to_images
+from pipelines.core.sampling import (
+    RunControl,
+    check_steps,
+    generators,
+    image_to_tensor,
+    mask_to_tensor,
+    randn,
+    resolve_seed,
+    tensor_to_images,
+)
 from pipelines.preprocess.framing import fit_mask, fit_to_canvas
-from pipelines.preprocess.images import to_rgb, whiten_background
+from pipelines.preprocess.images import check_background, to_rgb, whiten_background
 from pipelines.preprocess.masks import masker_factory, resolve_mask
 from pipelines.temu.checkpoints import EXTRACTOR, GENERATOR, load_transformer
 from pipelines.types import (
-    BACKGROUNDS,
+    MAX_IMAGES,
     MEMORY_MODES,
     TEMU_CAPTIONS,
     TEMU_CATEGORIES,
@@ -78,12 +87,11 @@ class ReferenceKV:
         self.batch = 1  # images per branch of the current call
 
     def pair(self, index: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block ``index``'s (K, V) for a CFG batch ``[uncond x B; cond x B]`` (or ``cond x B`` alone)."""
+        """Block ``index``'s (K, V) for the CFG batch ``[uncond x B; cond x B]`` (``batch`` = 2B)."""
+        if batch != 2 * self.batch:
+            raise ValueError(f"the generator batch is {batch}; the reference serves [uncond; cond] x {self.batch}")
         key, value = self.keys[index], self.values[index]  # (2, N, D)
-        per_branch = batch // self.batch
-        if per_branch == 2:  # CFG: both branches
-            return (key.repeat_interleave(self.batch, dim=0), value.repeat_interleave(self.batch, dim=0))
-        return key[1:].expand(batch, -1, -1), value[1:].expand(batch, -1, -1)
+        return key.repeat_interleave(self.batch, dim=0), value.repeat_interleave(self.batch, dim=0)
 
 
 class HybridAttnProcessor:
@@ -245,7 +253,6 @@ class TemuParts:
     image_processor_g: Any
     generator: Any
     extractor: Any
-    reports: list = field(default_factory=list)
 
 
 def load_parts(models: dict[str, str], dtype: torch.dtype) -> TemuParts:
@@ -264,8 +271,8 @@ def load_parts(models: dict[str, str], dtype: torch.dtype) -> TemuParts:
     if missing:
         raise ModelUnavailableError(f"the model preset names no {', '.join(missing)} (its models: section)")
     sd3, temu = models["sd3"], models["temu_vtoff"]
-    generator, generator_report = load_transformer(temu, GENERATOR, dtype)
-    extractor, extractor_report = load_transformer(temu, EXTRACTOR, dtype)
+    generator, _ = load_transformer(temu, GENERATOR, dtype)  # the reports are logged by the loader
+    extractor, _ = load_transformer(temu, EXTRACTOR, dtype)
     scheduler = from_pretrained(FlowMatchEulerDiscreteScheduler, sd3, subfolder="scheduler")
     if scheduler.config.get("use_dynamic_shifting"):
         raise ModelUnavailableError(f"{sd3}: its scheduler shifts dynamically; TEMU-VTOFF samples with SD3-Medium's")
@@ -282,7 +289,7 @@ def load_parts(models: dict[str, str], dtype: torch.dtype) -> TemuParts:
         image_encoder_g=from_pretrained(CLIPVisionModelWithProjection, models["clip_vision_bigg"], dtype=dtype),
         image_processor_l=from_pretrained(CLIPImageProcessor, models["clip_vision_l"]),
         image_processor_g=from_pretrained(CLIPImageProcessor, models["clip_vision_bigg"]),
-        generator=generator, extractor=extractor, reports=[generator_report, extractor_report],
+        generator=generator, extractor=extractor,
     )
     pooled = parts.image_encoder_l.config.projection_dim + parts.image_encoder_g.config.projection_dim
     if pooled != extractor.config.pooled_projection_dim:
@@ -336,12 +343,10 @@ class TemuTryOffPipeline:
         if request.category not in TEMU_CATEGORIES:
             raise ValueError(f"category={request.category!r} must be one of {', '.join(TEMU_CATEGORIES)}")
         check_canvas_size(request.height, request.width, self.size_multiple)
-        if request.background not in BACKGROUNDS:
-            raise ValueError(f"background={request.background!r} must be one of {', '.join(BACKGROUNDS)}")
-        if not 1 <= request.num_inference_steps <= 200:
-            raise ValueError(f"num_inference_steps={request.num_inference_steps} must be between 1 and 200")
-        if not 1 <= request.num_images <= 8:
-            raise ValueError(f"num_images={request.num_images} must be between 1 and 8")
+        check_background(request.background, request.background_tolerance)
+        check_steps(request.num_inference_steps, high=200)
+        if not 1 <= request.num_images <= MAX_IMAGES:
+            raise ValueError(f"num_images={request.num_images} must be between 1 and {MAX_IMAGES}")
         if request.memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode={request.memory_mode!r} must be one of {', '.join(MEMORY_MODES)}")
 

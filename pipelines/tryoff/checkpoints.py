@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.core.checkpoints import drop_leading, read_state_dict
+from pipelines.core.checkpoints import drop_leading, key_problems, read_state_dict
 from pipelines.core.concat_inpaint import WeightSet, weight_set_of
 from pipelines.core.tiny import tiny_unet
 from pipelines.types import CheckpointError
@@ -49,14 +49,8 @@ def load_tryoffanyone(path: str | Path, inpaint_unet, name: str = CHECKPOINT_NAM
     if bad:
         raise CheckpointError(f"{path.name}: non-tensor entries {', '.join(bad[:5])}")
     mapping = tryoff_key_map(inpaint_unet)
-    missing = sorted(set(mapping) - set(state))
-    unexpected = sorted(set(state) - set(mapping))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])} ({len(missing)} in all)")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])} ({len(unexpected)} in all)")
+    parts = key_problems(mapping, state)
+    if parts:
         raise CheckpointError(
             f"{path.name}: not a TryOffAnyone weight set for this UNet "
             f"({len(transformer_groups(inpaint_unet))} transformer groups): " + "; ".join(parts)

@@ -55,10 +55,10 @@ from pipelines.core.sampling import (
     vae_decode,
 )
 from pipelines.preprocess.framing import fit_mask, fit_to_canvas
-from pipelines.preprocess.images import to_rgb, whiten_background
+from pipelines.preprocess.images import check_background, to_rgb, whiten_background
 from pipelines.preprocess.masks import masker_factory, resolve_mask
 from pipelines.tryoff.checkpoints import CHECKPOINT_NAME, load_tryoffanyone
-from pipelines.types import BACKGROUNDS, TRYOFF_CATEGORIES, TaskResult, TryOffRequest, TryOffResult
+from pipelines.types import TRYOFF_CATEGORIES, TaskResult, TryOffRequest, TryOffResult
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +107,7 @@ class TryOffAnyonePipeline:
     def check_inputs(self, request: TryOffRequest) -> None:
         check_common(request, TRYOFF_CATEGORIES)
         check_canvas_size(request.height, request.width, self.size_multiple)
-        if request.background not in BACKGROUNDS:
-            raise ValueError(f"background={request.background!r} must be one of {', '.join(BACKGROUNDS)}")
-        if not 0 <= request.background_tolerance <= 255:
-            raise ValueError(f"background_tolerance={request.background_tolerance!r} must be between 0 and 255")
+        check_background(request.background, request.background_tolerance)
 
     def prepare_mask(self, request: TryOffRequest) -> tuple[Image.Image, str, str]:
         person = to_rgb(request.person, "person")
