@@ -101,7 +101,7 @@ class GarmentResult:
     stages: list[str] = field(default_factory=list)
 
 # ------------------------------------------------------------------------------------------ try-on
-TRYON_CATEGORIES = ("upper", "lower", "dress", "full")
+TRYON_CATEGORIES = ("upper", "lower", "dress", "full", "inner", "outer")
 # Preset checkpoint names of the CatVTON weight sets and the official file inside zhengchong/CatVTON.
 CATVTON_VARIANTS = {
     "tryon_catvton": "mix-48k-1024/attention/model.safetensors",

@@ -7,8 +7,9 @@ Two parsers produce a :class:`BodyParse` of a person photo:
 * :class:`MediapipeBodyParser`: the offline fallback from the legacy mediapipe selfie segmentation
   (person silhouette) and pose (33 landmarks), whose category regions are built geometrically.
 
-:func:`tryon_mask` shapes a mask for where the NEW garment may go (dilated, sleeves, body-shaped extension
-from the pose, face/hair/hands protected); :func:`tryoff_mask` is the worn garment itself.
+:func:`~pipelines.preprocess.bodyparts.tryon_mask` is CatVTON's broad agnostic mask for where the NEW garment
+may go (the official rules per category); :func:`~pipelines.preprocess.bodyparts.tryoff_mask` is the worn
+garment itself.
 :class:`AutoMasker` picks SegFormer when it loads, otherwise mediapipe, and reports which it used.
 """
 
@@ -20,291 +21,32 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from pipelines.core.checkpoints import load_strict, offline_hint, read_state_dict
+from pipelines.preprocess.bodyparts import (
+    SEGFORMER_LABELS,
+    TRYOFF_LABELS,
+    BodyParse,
+    MaskLike,
+    as_bool_mask,
+    check_category,
+    default_dilation,
+    dilate,
+    to_mask_image,
+    tryoff_mask,
+    tryon_mask,
+)
 from pipelines.preprocess.images import load_mask
-from pipelines.preprocess.pose import BodyLandmarks, detect_body_landmarks
+from pipelines.preprocess.pose import detect_body_landmarks
 from pipelines.types import CheckpointError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEGFORMER = "mattmdjaga/segformer_b2_clothes"
-SEGFORMER_LABELS = {
-    0: "background", 1: "hat", 2: "hair", 3: "sunglasses", 4: "upper-clothes", 5: "skirt", 6: "pants",
-    7: "dress", 8: "belt", 9: "left-shoe", 10: "right-shoe", 11: "face", 12: "left-leg", 13: "right-leg",
-    14: "left-arm", 15: "right-arm", 16: "bag", 17: "scarf",
-}
-CATEGORIES = ("upper", "lower", "dress", "full")
-
-# Try-off extracts the garment itself; TryOffAnyone treats tops as upper-clothes + dress.
-TRYOFF_LABELS = {"upper": {4, 7}, "lower": {5, 6}, "dress": {7}, "full": {4, 5, 6, 7, 8, 17}}
-ARMS, LEGS = {14, 15}, {12, 13}
-# Try-on may repaint: the old garment(s) the new one replaces + skin it may cover (sleeves, hems).
-TRYON_LABELS = {
-    "upper": {4} | ARMS,
-    "lower": {5, 6} | LEGS,
-    "dress": {4, 5, 6, 7, 8} | ARMS | LEGS,
-    "full": {4, 5, 6, 7, 8, 17} | ARMS | LEGS,
-}
-HEAD = {1, 2, 3, 11}
-# Never repainted by a try-on of that category.
-TRYON_PROTECTED = {
-    "upper": HEAD | {9, 10, 16},
-    "lower": HEAD | {4, 9, 10, 16},
-    "dress": HEAD | {9, 10, 16},
-    "full": HEAD | {9, 10, 16},
-}
-
-# mediapipe pose landmark indices
-NOSE, LEFT_EAR, RIGHT_EAR = 0, 7, 8
-LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_ELBOW, RIGHT_ELBOW, LEFT_WRIST, RIGHT_WRIST = 11, 12, 13, 14, 15, 16
-LEFT_HIP, RIGHT_HIP, LEFT_KNEE, RIGHT_KNEE, LEFT_ANKLE, RIGHT_ANKLE = 23, 24, 25, 26, 27, 28
-HAND_LANDMARKS = {"left": (15, 17, 19, 21), "right": (16, 18, 20, 22)}  # wrist, pinky, index, thumb
-FACE_LANDMARKS = tuple(range(11))
-
-MaskLike = Union[Image.Image, np.ndarray]
-
-
-def _check_category(category: str) -> str:
-    if category not in CATEGORIES:
-        raise ValueError(f"category must be one of {CATEGORIES}, got {category!r}")
-    return category
-
-
-def _to_pil(mask: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
-
-
-def _as_bool(mask: MaskLike, name: str) -> np.ndarray:
-    if isinstance(mask, Image.Image):
-        return np.asarray(mask.convert("L")) >= 128
-    if isinstance(mask, np.ndarray):
-        if mask.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D mask, got shape {mask.shape}")
-        return mask >= 128 if mask.dtype == np.uint8 else mask.astype(bool)
-    raise TypeError(f"{name}: expected a PIL image or numpy array, got {type(mask).__name__}")
-
-
-def _kernel(radius: int) -> np.ndarray:
-    import cv2
-
-    size = 2 * radius + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Grow a boolean mask by ``radius`` px (elliptical structuring element)."""
-    import cv2
-
-    if radius <= 0:
-        return mask.copy()
-    return cv2.dilate(mask.astype(np.uint8), _kernel(radius)) > 0
-
-
-def default_dilation(size: tuple[int, int]) -> int:
-    """2 % of the longer side: enough room for a looser cut, small enough to keep the background."""
-    return max(2, int(round(0.02 * max(size))))
-
-
-# -------------------------------------------------------------------------------------- the parse
-@dataclass
-class BodyParse:
-    """What a parser found in one person photo."""
-
-    size: tuple[int, int]  # (W, H) of the photo
-    silhouette: np.ndarray  # (H, W) bool, the person
-    labels: Optional[np.ndarray] = None  # (H, W) uint8 SegFormer labels (None for the mediapipe parse)
-    pose: Optional[BodyLandmarks] = None  # mediapipe landmarks in pixels when available
-    source: str = "segformer"  # "segformer" or "mediapipe"
-
-
-def _as_parse(parse: Union[BodyParse, np.ndarray], pose: Optional[BodyLandmarks]) -> BodyParse:
-    if isinstance(parse, np.ndarray):
-        if parse.ndim != 2:
-            raise ValueError(f"parse label map must be 2-D (H, W), got shape {parse.shape}")
-        labels = parse.astype(np.uint8)
-        parse = BodyParse((labels.shape[1], labels.shape[0]), labels != 0, labels, None, "segformer")
-    elif not isinstance(parse, BodyParse):
-        raise TypeError(f"parse: expected a BodyParse or a label map array, got {type(parse).__name__}")
-    if pose is not None:
-        if tuple(pose.image_size) != tuple(parse.size):
-            raise ValueError(f"pose was found on a {pose.image_size} image but the parse is {parse.size}")
-        parse = BodyParse(parse.size, parse.silhouette, parse.labels, pose, parse.source)
-    return parse
-
-
-# ------------------------------------------------------------------------------ geometric body regions
-def _fill_polygon(canvas: np.ndarray, points: Sequence) -> None:
-    import cv2
-
-    hull = cv2.convexHull(np.round(np.asarray(points, dtype=np.float64)).astype(np.int32))
-    cv2.fillConvexPoly(canvas, hull, 1)
-
-
-def _capsule(canvas: np.ndarray, chain: Sequence, thickness: float) -> None:
-    import cv2
-
-    points = [tuple(int(round(v)) for v in point) for point in chain]
-    for start, end in zip(points[:-1], points[1:]):
-        cv2.line(canvas, start, end, 1, max(1, int(round(thickness))))
-    for point in points:
-        cv2.circle(canvas, point, max(1, int(round(thickness / 2))), 1, -1)
-
-
-def _widen(left: np.ndarray, right: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Move two points apart along their joining line by ``factor`` of their distance each."""
-    offset = (left - right) * factor
-    return left + offset, right - offset
-
-
-def _shoulder_width(pose: BodyLandmarks) -> float:
-    points = pose.points
-    width = float(np.linalg.norm(points[LEFT_SHOULDER] - points[RIGHT_SHOULDER]))
-    return max(width, 0.08 * max(pose.image_size))
-
-
-def body_region(pose: BodyLandmarks, category: str, sleeves: bool = True) -> np.ndarray:
-    """A body-shaped (H, W) bool region for ``category`` built from the pose landmarks.
-
-    upper = torso between shoulders and hips (+ arms for sleeves), lower = waist to ankles,
-    dress = shoulders to knees (A-line), full = shoulders to ankles (+ arms).
-    """
-    _check_category(category)
-    width, height = pose.image_size
-    canvas = np.zeros((height, width), np.uint8)
-    points = pose.points.astype(np.float64)
-    shoulder_width = _shoulder_width(pose)
-    left_shoulder, right_shoulder = _widen(points[LEFT_SHOULDER], points[RIGHT_SHOULDER], 0.12)
-    up = np.array([0.0, -0.08 * shoulder_width])
-    left_hip, right_hip = _widen(points[LEFT_HIP], points[RIGHT_HIP], 0.35)
-    hip_mid = (points[LEFT_HIP] + points[RIGHT_HIP]) / 2
-    shoulder_mid = (points[LEFT_SHOULDER] + points[RIGHT_SHOULDER]) / 2
-    torso_down = hip_mid - shoulder_mid
-    below_hips = torso_down * 0.15  # tops end a little below the hip joints
-    waist = torso_down * -0.2  # trousers and skirts start a little above them
-
-    def limb_end(index: int, hip: np.ndarray, spread: float) -> np.ndarray:
-        return points[index] + (points[index] - hip_mid) * np.array([spread, 0.0])
-
-    if category == "upper":
-        _fill_polygon(canvas, [left_shoulder + up, right_shoulder + up, right_hip + below_hips, left_hip + below_hips])
-    elif category == "lower":
-        _fill_polygon(
-            canvas,
-            [left_hip + waist, right_hip + waist, limb_end(RIGHT_KNEE, hip_mid, 0.2), limb_end(LEFT_KNEE, hip_mid, 0.2)],
-        )
-        for hip, knee, ankle in ((LEFT_HIP, LEFT_KNEE, LEFT_ANKLE), (RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE)):
-            _capsule(canvas, [points[hip] + waist, points[knee], points[ankle]], 0.55 * shoulder_width)
-    elif category == "dress":
-        _fill_polygon(
-            canvas,
-            [left_shoulder + up, right_shoulder + up, right_hip, left_hip,
-             limb_end(RIGHT_KNEE, hip_mid, 0.5), limb_end(LEFT_KNEE, hip_mid, 0.5)],
-        )
-    else:  # full outfit
-        _fill_polygon(
-            canvas,
-            [left_shoulder + up, right_shoulder + up, right_hip, left_hip,
-             limb_end(RIGHT_KNEE, hip_mid, 0.3), limb_end(LEFT_KNEE, hip_mid, 0.3)],
-        )
-        for hip, knee, ankle in ((LEFT_HIP, LEFT_KNEE, LEFT_ANKLE), (RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE)):
-            _capsule(canvas, [points[hip], points[knee], points[ankle]], 0.6 * shoulder_width)
-    if sleeves and category in ("upper", "dress", "full"):
-        for shoulder, elbow, wrist in ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST), (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST)):
-            _capsule(canvas, [points[shoulder], points[elbow], points[wrist]], 0.4 * shoulder_width)
-    return canvas > 0
-
-
-def face_region(pose: BodyLandmarks) -> np.ndarray:
-    """An ellipse over the face and hair from the face landmarks (nose, eyes, ears, mouth)."""
-    import cv2
-
-    width, height = pose.image_size
-    canvas = np.zeros((height, width), np.uint8)
-    face = pose.points[list(FACE_LANDMARKS)].astype(np.float64)
-    centre = face.mean(axis=0)
-    ear_span = float(np.linalg.norm(pose.points[LEFT_EAR] - pose.points[RIGHT_EAR]))
-    radius = max(ear_span, 0.35 * _shoulder_width(pose)) * 0.75
-    # The ellipse reaches higher than low (hair above the eyes; the chin sits just under the mouth).
-    centre = centre + np.array([0.0, -0.15 * radius])
-    cv2.ellipse(canvas, (int(round(centre[0])), int(round(centre[1]))),
-                (int(round(radius)), int(round(radius * 1.3))), 0, 0, 360, 1, -1)
-    return canvas > 0
-
-
-def hands_region(pose: BodyLandmarks) -> np.ndarray:
-    """Discs over both hands (wrist, pinky, index and thumb landmarks)."""
-    import cv2
-
-    width, height = pose.image_size
-    canvas = np.zeros((height, width), np.uint8)
-    for indices in HAND_LANDMARKS.values():
-        hand = pose.points[list(indices)].astype(np.float64)
-        centre = hand[1:].mean(axis=0) * 0.7 + hand[0] * 0.3
-        reach = float(np.max(np.linalg.norm(hand - centre, axis=1)))
-        radius = max(reach * 1.4, 0.12 * _shoulder_width(pose))
-        cv2.circle(canvas, (int(round(centre[0])), int(round(centre[1]))), int(round(radius)), 1, -1)
-    return canvas > 0
-
-
-# ------------------------------------------------------------------------------------- mask shaping
-def tryon_mask(
-    parse: Union[BodyParse, np.ndarray],
-    category: str,
-    pose: Optional[BodyLandmarks] = None,
-    dilation: Optional[int] = None,
-) -> Image.Image:
-    """Where the NEW garment of ``category`` may go, as a binary ``L`` mask (255 = repaint).
-
-    With a SegFormer label map: the old garment(s) + arms (sleeves) / legs (hems), dilated, extended by the
-    body-shaped pose region (when a pose is known) inside the dilated silhouette. With the mediapipe parse:
-    the pose region clipped to the silhouette, then dilated. Face, hair, hat, shoes, bag and hands (pose)
-    are always subtracted.
-    """
-    _check_category(category)
-    parse = _as_parse(parse, pose)
-    pose = parse.pose
-    radius = default_dilation(parse.size) if dilation is None else int(dilation)
-    if radius < 0:
-        raise ValueError(f"dilation must be >= 0 px, got {dilation}")
-    silhouette = dilate(parse.silhouette, radius)
-    if parse.labels is not None:
-        region = dilate(np.isin(parse.labels, list(TRYON_LABELS[category])), radius)
-        if pose is not None:
-            region |= body_region(pose, category) & silhouette
-        protected = np.isin(parse.labels, list(TRYON_PROTECTED[category]))
-    else:
-        if pose is None:
-            raise ValueError("a mediapipe parse needs pose landmarks to build garment regions")
-        region = dilate(body_region(pose, category) & parse.silhouette, radius)
-        protected = face_region(pose)
-    if pose is not None:
-        # SegFormer has no hand label (hands are "arm"), so hands come from the pose for both parsers.
-        protected = protected | hands_region(pose)
-    return _to_pil(region & ~protected)
-
-
-def tryoff_mask(parse: Union[BodyParse, np.ndarray], category: str, pose: Optional[BodyLandmarks] = None) -> Image.Image:
-    """The worn garment of ``category`` itself (no dilation) as a binary ``L`` mask.
-
-    SegFormer labels: tops (``upper``) = upper-clothes + dress {4, 7} as TryOffAnyone does. Mediapipe parse:
-    the body region (with sleeves) inside the silhouette, undilated, face and hands removed.
-    """
-    _check_category(category)
-    parse = _as_parse(parse, pose)
-    if parse.labels is not None:
-        return _to_pil(np.isin(parse.labels, list(TRYOFF_LABELS[category])))
-    if parse.pose is None:
-        raise ValueError("a mediapipe parse needs pose landmarks to build garment regions")
-    region = body_region(parse.pose, category) & parse.silhouette
-    region &= ~(face_region(parse.pose) | hands_region(parse.pose))
-    return _to_pil(region)
-
-
 def combine(
     auto_mask: Optional[MaskLike], painted_mask: Optional[MaskLike], mode: str = "replace"
 ) -> Image.Image:
@@ -316,8 +58,8 @@ def combine(
     modes = ("replace", "add", "subtract")
     if mode not in modes:
         raise ValueError(f"mode must be one of {modes}, got {mode!r}")
-    auto = None if auto_mask is None else _as_bool(auto_mask, "auto_mask")
-    painted = None if painted_mask is None else _as_bool(painted_mask, "painted_mask")
+    auto = None if auto_mask is None else as_bool_mask(auto_mask, "auto_mask")
+    painted = None if painted_mask is None else as_bool_mask(painted_mask, "painted_mask")
     if auto is None and painted is None:
         raise ValueError("no mask: paint the area to change or use an automatic mask")
     if auto is not None and painted is not None and auto.shape != painted.shape:
@@ -328,12 +70,12 @@ def combine(
     if painted is None or not painted.any():
         if auto is None:
             raise ValueError("painted_mask is empty and there is no automatic mask")
-        return _to_pil(auto)
+        return to_mask_image(auto)
     if auto is None or mode == "replace":
-        return _to_pil(painted)
+        return to_mask_image(painted)
     if mode == "add":
-        return _to_pil(auto | painted)
-    return _to_pil(auto & ~painted)
+        return to_mask_image(auto | painted)
+    return to_mask_image(auto & ~painted)
 
 
 def mask_overlay(
@@ -342,7 +84,7 @@ def mask_overlay(
     """``image`` with ``mask`` tinted in ``color`` at ``alpha`` opacity (for previews)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    selected = _as_bool(mask, "mask")
+    selected = as_bool_mask(mask, "mask")
     rgb = np.asarray(image.convert("RGB")).astype(np.float32)
     if selected.shape != rgb.shape[:2]:
         raise ValueError(
@@ -524,13 +266,13 @@ class AutoMasker:
 
     def tryon_mask(self, image: Image.Image, category: str) -> MaskResult:
         """Try-on mask for ``image`` (see :func:`tryon_mask`)."""
-        _check_category(category)
+        check_category(category)
         parse = self.parse(image)
         return self._result(tryon_mask(parse, category), parse)
 
     def tryoff_mask(self, image: Image.Image, category: str) -> MaskResult:
         """Try-off mask for ``image`` (see :func:`tryoff_mask`)."""
-        _check_category(category)
+        check_category(category, tuple(TRYOFF_LABELS))
         parse = self.parse(image)
         return self._result(tryoff_mask(parse, category), parse)
 
@@ -719,7 +461,7 @@ class SamRefiner:
         points = [(float(x), float(y), 1) for x, y in points_pos] + [(float(x), float(y), 0) for x, y in points_neg]
         prior = None
         if base_mask is not None:
-            prior = _as_bool(base_mask, "base_mask")
+            prior = as_bool_mask(base_mask, "base_mask")
             if prior.shape != (height, width):
                 raise ValueError(
                     f"base_mask is {prior.shape[1]}x{prior.shape[0]} px but the image is {width}x{height} px"
@@ -740,7 +482,7 @@ class SamRefiner:
             mask_input=None if prior is None else self._mask_prompt(prior),
             multimask_output=False,
         )
-        return _to_pil(masks[int(np.argmax(scores))])
+        return to_mask_image(masks[int(np.argmax(scores))])
 
 
 def masker_factory(registry) -> Callable[[], Any]:
