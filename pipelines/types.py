@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from PIL import Image
 
@@ -100,6 +100,10 @@ class GarmentResult:
     params: dict[str, Any]
     stages: list[str] = field(default_factory=list)
 
+# How a photo is placed on a model canvas: crop = cover it (aspect kept, overflow cut); pad = fit inside (aspect
+# kept, borders filled); stretch = resize to it ignoring the aspect ratio (the TryOffAnyone script's geometry).
+FIT_MODES = ("crop", "pad", "stretch")
+
 # ------------------------------------------------------------------------------------------ try-on
 TRYON_CATEGORIES = ("upper", "lower", "dress", "full", "inner", "outer")
 # Preset checkpoint names of the CatVTON weight sets and the official file inside zhengchong/CatVTON.
@@ -108,6 +112,8 @@ CATVTON_VARIANTS = {
     "tryon_catvton_512": "vitonhd-16k-512/attention/model.safetensors",
 }
 CATVTON_LABELS = {"tryon_catvton": "CatVTON mix 1024 (best)", "tryon_catvton_512": "CatVTON VITON-HD 512 (faster)"}
+# The canvas (H, W) each weight set was trained at: its default when a request leaves the size open.
+CATVTON_SIZES = {"tryon_catvton": (1024, 768), "tryon_catvton_512": (512, 384)}
 
 
 # How a try-on result goes back into the photo: inside the mask with a feathered edge (the official script),
@@ -124,13 +130,13 @@ class TryOnRequest:
     category: str = "upper"  # upper | lower | dress | full
     mask: Image.Image | None = None  # painted mask, white = repaint, same size as ``person``; overrides auto
     auto_mask: bool = True  # build the mask from the clothes parser when none is painted
-    height: int = 1024  # model canvas (3:4 W:H; 1024x768 or 512x384 for the official weights)
-    width: int = 768
+    height: Optional[int] = None  # model canvas; None = the weights' own (CATVTON_SIZES; a garment model's
+    width: Optional[int] = None  # training resolution)
     num_inference_steps: int = 50
     guidance_scale: float = 2.5
     seed: int = 42  # -1 = random; image i uses seed + i
     num_images: int = 1
-    eta: float = 1.0  # DDIM eta (CatVTON samples with 1.0)
+    eta: Optional[float] = None  # DDIM eta; None = the method's (CatVTON 1.0, garment models 0.0 as diffusers)
     paste_mode: str = "feathered"  # feathered | hard | none (see PASTE_MODES)
     fit_mode: str = "crop"  # how the person photo is placed on the canvas: crop (cover) | pad
     feather: int = 21  # px (original scale) of inward edge softening in "feathered" (the official script's ~21)
@@ -342,11 +348,17 @@ DEFAULTS_REQUEST: dict[str, type] = {
 
 def request_defaults(task: str) -> dict[str, Any]:
     """The scalar (number / text / flag) fields of ``task``'s request with their dataclass defaults
-    (None for an optional number such as the dressing garment guidance)."""
+    (None for an optional number such as the dressing garment guidance or the try-on canvas)."""
     return {
         f.name: f.default for f in fields(DEFAULTS_REQUEST[task])
-        if isinstance(f.default, (bool, int, float, str)) or (f.default is None and "float" in str(f.type))
+        if isinstance(f.default, (bool, int, float, str)) or (f.default is None and _optional_number(f) is not None)
     }
+
+
+def _optional_number(f) -> type | None:
+    """int / float for a field annotated Optional[int] / Optional[float] (annotations are strings here)."""
+    text = str(f.type)
+    return float if "float" in text else int if "int" in text else None
 
 
 def check_task_defaults(task: str, values: Any, source: str) -> dict[str, Any]:
@@ -363,7 +375,10 @@ def check_task_defaults(task: str, values: Any, source: str) -> dict[str, Any]:
                 f"{source}: defaults.{task}.{key} is not a field of {DEFAULTS_REQUEST[task].__name__} "
                 f"(fields: {', '.join(sorted(allowed))})"
             )
-        want = float if allowed[key] is None else type(allowed[key])
+        if allowed[key] is None:
+            want = _optional_number(next(f for f in fields(DEFAULTS_REQUEST[task]) if f.name == key))
+        else:
+            want = type(allowed[key])
         ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True

@@ -212,6 +212,12 @@ def train(context: TrainerContext) -> None:
                          extract_to=context.run_dir / "dataset")
     dataset = InpaintDataset(items, config.resolution, config.center_crop, config.random_masks, config.seed,
                              config.instance_prompt)
+    unmasked = sorted(item.image_path.name for item in items if item.mask_path is None)
+    if unmasked:
+        if not config.random_masks:
+            raise ConfigError(f"{len(unmasked)} image(s) have no mask and random_masks is false: {', '.join(unmasked[:5])}")
+        logger.warning("%d of %d images have no mask: each gets a new random mask per step (set require_masks to "
+                       "refuse them): %s", len(unmasked), len(items), ", ".join(unmasked[:10]))
     class_dataset = None
     if config.with_prior_preservation:
         class_items = load_dataset(config.class_data_dir, min_size=config.min_image_size)
@@ -402,6 +408,7 @@ def export_final(context: TrainerContext, config: GarmentFinetuneConfig, compone
         "lora_weights": LORA_WEIGHTS_FILE if config.use_lora else None,
         "train_text_encoder": config.train_text_encoder,
         "resolution": config.resolution,
+        "masks": {"given": len(items) - len(unmasked), "random": len(unmasked)},
         "steps": step,
         "run_id": context.run_id,
     }

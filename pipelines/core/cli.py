@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.preprocess.framing import FIT_MODES
-from pipelines.types import TRYON_CATEGORIES
+from pipelines.types import FIT_MODES, TRYON_CATEGORIES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -81,7 +80,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="fp16, bf16, fp32 (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance_scale", type=float, default=None)
-    parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the method's own)")
     parser.add_argument("--seed", type=int, default=None, help="-1 = random")
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)

@@ -33,9 +33,8 @@ from pipelines.core.attention import (
 )
 from pipelines.core.checkpoints import LoadReport, key_problems
 from pipelines.core.sampling import RunControl, check_steps, randn
-from pipelines.preprocess.framing import FIT_MODES
 from pipelines.preprocess.images import check_image, load_mask
-from pipelines.types import MAX_IMAGES, TRYON_CATEGORIES, CheckpointError
+from pipelines.types import FIT_MODES, MAX_IMAGES, TRYON_CATEGORIES, CheckpointError
 
 logger = logging.getLogger(__name__)
 

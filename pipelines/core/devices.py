@@ -40,9 +40,9 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
             raise ValueError(f"dtype={requested!r} is not one of {sorted(names)}")
         return names[requested]
     if device.type == "cuda":
-        # fp16 matches the released checkpoints (trained/saved in fp16); bf16 avoids VAE overflow on
-        # some cards but costs nothing extra on Ampere+. fp16 is the spec's choice.
-        return torch.float16
+        # bf16 where the card has it (Ampere and later), as the CatVTON, TryOffAnyone and TEMU-VTOFF code runs;
+        # fp16 on older cards.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.float32

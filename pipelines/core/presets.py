@@ -35,6 +35,7 @@ class ModelPreset:
     controlnet_openpose: str | None = None
     openpose_annotator: str | None = None  # controlnet-aux OpenposeDetector weights (None: mediapipe fallback)
     segformer: str | None = None  # clothes parser (None: mediapipe fallback)
+    tryoff_segformer: str | None = None  # try-off's clothes parser (TryOffAnyone: segformer_b3); None: segformer
     sam: str | None = None  # segment-anything checkpoint file (None: no click-to-refine)
     checkpoints: dict[str, CheckpointLocation] = field(default_factory=dict)
     # whole models a method loads by name (hub id or local folder in the hub repo's layout), e.g. sd3, temu_vtoff

@@ -16,11 +16,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from pipelines.preprocess.images import to_rgb
+from pipelines.types import FIT_MODES
 
 logger = logging.getLogger(__name__)
 
-FitMode = Literal["crop", "pad"]
-FIT_MODES = ("crop", "pad")
+FitMode = Literal["crop", "pad", "stretch"]
+
 WHITE = (255, 255, 255)
 
 
@@ -30,7 +31,7 @@ class FitInfo:
 
     original_size: tuple[int, int]  # (W, H) of the original photo
     canvas_size: tuple[int, int]  # (W, H) of the model canvas
-    mode: str  # "crop" (cover the canvas) or "pad" (fit inside, fill the rest)
+    mode: str  # one of FIT_MODES
     scale: float  # canvas pixels per original pixel
     resized_size: tuple[int, int]  # (W, H) of the scaled original before cropping/padding
     offset: tuple[int, int]  # canvas position of the scaled original's top-left corner (may be negative)
@@ -75,6 +76,8 @@ def compute_fit(original_size: tuple[int, int], width: int, height: int, mode: s
     if source_width < 1 or source_height < 1:
         raise ValueError(f"original_size must be positive, got {original_size}")
     ratio_x, ratio_y = width / source_width, height / source_height
+    if mode == "stretch":  # scale: the vertical one (the horizontal is width / source width)
+        return FitInfo((source_width, source_height), (width, height), mode, ratio_y, (width, height), (0, 0))
     scale = max(ratio_x, ratio_y) if mode == "crop" else min(ratio_x, ratio_y)
     # The side that decides the scale must land exactly on the canvas side (no 1-px slivers).
     if (mode == "crop") == (ratio_x >= ratio_y):

@@ -485,13 +485,16 @@ class SamRefiner:
         return to_mask_image(masks[int(np.argmax(scores))])
 
 
-def masker_factory(registry) -> Callable[[], Any]:
-    """A lazy, registry-shared AutoMasker (SegFormer from the preset, mediapipe fallback)."""
+def masker_factory(registry, kind: str = "tryon") -> Callable[[], Any]:
+    """A lazy, registry-shared AutoMasker (SegFormer from the preset, mediapipe fallback). ``kind="tryoff"``
+    uses the preset's ``tryoff_segformer`` when it names one (TryOffAnyone parses with segformer_b3)."""
+    location = registry.preset.segformer
+    if kind == "tryoff" and registry.preset.tryoff_segformer:
+        location = registry.preset.tryoff_segformer
 
     def build():
-
         return registry.shared(
-            "auto_masker", lambda: AutoMasker(registry.preset.segformer, device=str(registry.device)), "auto masker"
+            f"auto_masker:{location}", lambda: AutoMasker(location, device=str(registry.device)), "auto masker"
         )
 
     return build

@@ -328,7 +328,7 @@ class TemuTryOffPipeline:
         models = dict(registry.preset.models)
 
         def build() -> "TemuTryOffPipeline":
-            return cls(load_parts(models, dtype), registry.device, dtype, masker_factory(registry))
+            return cls(load_parts(models, dtype), registry.device, dtype, masker_factory(registry, "tryoff"))
 
         return registry.shared("temu_pipeline", build, models.get("temu_vtoff", "TEMU-VTOFF"))
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 guidance_scale=args.guidance_scale if args.guidance_scale is not None else defaults.get("guidance_scale", 2.5),
                 seed=args.seed if args.seed is not None else defaults.get("seed", 36),
                 num_images=args.num_images,
-                eta=args.eta,
+                eta=1.0 if args.eta is None else args.eta,
                 fit_mode=args.fit_mode,
                 background=args.background,
             )

@@ -96,7 +96,7 @@ class TryOffAnyonePipeline:
         switcher = shared_weight_set(registry, CHECKPOINT_NAME, load_tryoffanyone)
         return cls(
             vae=registry.get("vae"), switcher=switcher, weight_set=CHECKPOINT_NAME,
-            scheduler_factory=registry.scheduler, masker=masker if masker is not None else masker_factory(registry),
+            scheduler_factory=registry.scheduler, masker=masker if masker is not None else masker_factory(registry, "tryoff"),
         )
 
     @property

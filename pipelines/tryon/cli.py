@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 category=args.category,
                 mask=load_mask(mask_path, name="mask") if mask_path else None,
                 auto_mask=mask_path is None,
-                height=args.height or defaults.get("height", 1024),
-                width=args.width or defaults.get("width", 768),
+                height=args.height or defaults.get("height"),  # None: the weights' own canvas
+                width=args.width or defaults.get("width"),
                 num_inference_steps=args.steps or defaults.get("num_inference_steps", 50),
                 guidance_scale=args.guidance_scale if args.guidance_scale is not None
                 else (7.5 if args.garment_model else defaults.get("guidance_scale", 2.5)),

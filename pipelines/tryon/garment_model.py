@@ -131,11 +131,28 @@ class GarmentModelTryOnPipeline:
     def size_multiple(self) -> int:
         return self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
 
+    def native_size(self) -> tuple[int, int]:
+        """(H, W): the training resolution as the height of a 3:4 canvas (seed-003 trains 512 px squares)."""
+        resolution = int(self.info.card.get("resolution") or 512)
+        multiple = self.size_multiple
+        height = max(multiple, resolution // multiple * multiple)
+        return height, max(multiple, round(height * 3 / 4 / multiple) * multiple)
+
+    def settle(self, request: TryOnRequest) -> TryOnRequest:
+        """The request with the open fields filled: the training resolution, eta 0 (the diffusers default the
+        method sampled with)."""
+        import dataclasses
+
+        height, width = self.native_size()
+        return dataclasses.replace(request, height=request.height or height, width=request.width or width,
+                                   eta=0.0 if request.eta is None else request.eta)
+
     def check_inputs(self, request: TryOnRequest) -> None:
         from pipelines.core.concat_inpaint import check_canvas_size, check_common
         from pipelines.preprocess.framing import check_paste
         from pipelines.preprocess.images import check_image
 
+        request = self.settle(request)
         check_common(request)
         check_paste(request.paste_mode, request.feather, request.mask_blur)
         check_canvas_size(request.height, request.width, self.size_multiple)
@@ -156,6 +173,7 @@ class GarmentModelTryOnPipeline:
         from pipelines.preprocess.masks import blur_threshold, resolve_mask
         from pipelines.types import TryOnResult
 
+        request = self.settle(request)
         self.check_inputs(request)
         control = control or RunControl()
         control.overall_total = request.num_inference_steps

@@ -20,6 +20,7 @@ Command line: ``python -m pipelines.tryon --help``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -55,7 +56,7 @@ from pipelines.preprocess.images import check_image, load_image, load_mask, to_r
 from pipelines.preprocess.masks import SamRefiner, blur_threshold, mask_overlay, masker_factory, resolve_mask
 from pipelines.tryon.checkpoints import load_catvton
 from pipelines.tryon.garment_model import GarmentModelTryOnPipeline
-from pipelines.types import TRYON_CATEGORIES, ModelUnavailableError, TaskResult, TryOnRequest, TryOnResult
+from pipelines.types import CATVTON_SIZES, TRYON_CATEGORIES, ModelUnavailableError, TaskResult, TryOnRequest, TryOnResult
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,18 @@ class CatVTONPipeline:
         vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         return vae_scale * 2 ** (len(self.switcher.unet.config.block_out_channels) - 1)
 
+    def native_size(self) -> tuple[int, int]:
+        """(H, W) the active weight set was trained at (CATVTON_SIZES; 1024x768 for weight sets trained here)."""
+        return CATVTON_SIZES.get(self.weight_set, CATVTON_SIZES["tryon_catvton"])
+
+    def settle(self, request: TryOnRequest) -> TryOnRequest:
+        """The request with the open fields filled: the weights' own canvas, CatVTON's eta 1.0."""
+        height, width = self.native_size()
+        return dataclasses.replace(request, height=request.height or height, width=request.width or width,
+                                   eta=1.0 if request.eta is None else request.eta)
+
     def check_inputs(self, request: TryOnRequest) -> None:
+        request = self.settle(request)
         check_common(request)
         if request.garment is None:
             raise ValueError("garment image is missing: upload a photo of the garment to try on")
@@ -127,6 +139,7 @@ class CatVTONPipeline:
     def __call__(self, request: TryOnRequest, control: RunControl | None = None) -> TryOnResult:
         """Dress the person in the garment; ``num_images`` results at the person photo's size (pasted back)."""
         # 1. check inputs
+        request = self.settle(request)
         self.check_inputs(request)
         control = control or RunControl()
         control.overall_total = request.num_inference_steps
@@ -213,7 +226,7 @@ def run_mask_task(registry, params: dict[str, Any], control: RunControl | None =
     if category not in TRYON_CATEGORIES:
         raise ValueError(f"category={category!r} must be one of {', '.join(TRYON_CATEGORIES)}")
     mask, source, note = resolve_mask(
-        person, params.get("mask"), bool(params.get("auto_mask", True)), category, masker_factory(registry), kind
+        person, params.get("mask"), bool(params.get("auto_mask", True)), category, masker_factory(registry, kind), kind
     )
     if kind == "tryon":
         mask = blur_threshold(mask, int(params.get("mask_blur", TryOnRequest.mask_blur)))

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.types import BACKGROUNDS, MEMORY_MODES, TEMU_CAPTIONS, TRYOFF_CATEGORIES
+from pipelines.types import BACKGROUNDS, FIT_MODES, MEMORY_MODES, TEMU_CAPTIONS, TRYOFF_CATEGORIES
 from studio.components import (
     GENERATE,
     StudioContext,
@@ -87,7 +87,8 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
             with gr.Row():
                 sizes = size_choices(defaults)
                 f["size"] = gr.Dropdown(sizes, value=sizes[0], label="Output (H x W)", elem_id="tryoff-size")
-                f["fit_mode"] = gr.Radio(["crop", "pad"], value="crop", label="Fit photo", elem_id="tryoff-fit")
+                f["fit_mode"] = gr.Radio(list(FIT_MODES), value="crop", label="Fit photo", elem_id="tryoff-fit",
+                                    info="stretch: the official TryOffAnyone geometry (aspect not kept)")
                 f["background"] = gr.Radio(list(BACKGROUNDS), value="white", label="Background", elem_id="tryoff-background")
             f["memory_mode"] = gr.Dropdown(list(MEMORY_MODES), value="auto", label="GPU memory (TEMU-VTOFF)",
                                            info="auto: everything resident when it fits, else offload", visible=False,

@@ -16,7 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from pipelines.preprocess.images import load_image
-from pipelines.types import CATVTON_LABELS, PASTE_MODES, TRYON_CATEGORIES
+from pipelines.types import CATVTON_LABELS, FIT_MODES, PASTE_MODES, TRYON_CATEGORIES
 from studio.components import (
     GENERATE,
     GPU_QUEUE,
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 MODES = ["CatVTON", "Garment model"]
 STANDARD_SIZES = ("1024x768", "512x384")
+NATIVE_SIZE = "weights' own (1024x768 / 512x384)"
 MASK_COLOR = "#ff3070"
 
 # ------------------------------------------------------------------------------------------ pure logic
@@ -55,12 +56,21 @@ def photo_and_strokes(value: Any, name: str = "person") -> tuple[Image.Image | N
     return photo, mask
 
 
-def size_choices(defaults: dict[str, Any]) -> list[str]:
-    default = f"{int(defaults.get('height', 1024))}x{int(defaults.get('width', 768))}"
-    return [default] + [size for size in STANDARD_SIZES if size != default]
+def size_choices(defaults: dict[str, Any], native: bool = False) -> list[str]:
+    """The canvas choices, the preset's default first; ``native`` adds (and, without a preset size, puts first)
+    the weights' own canvas."""
+    sizes = list(STANDARD_SIZES)
+    if defaults.get("height") and defaults.get("width"):
+        default = f"{int(defaults['height'])}x{int(defaults['width'])}"
+        sizes = [default] + [size for size in sizes if size != default]
+        return sizes + [NATIVE_SIZE] if native else sizes
+    return [NATIVE_SIZE] + sizes if native else sizes
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int | None, int | None]:
+    """ "1024x768" -> (1024, 768); the weights' own canvas -> (None, None)."""
+    if text == NATIVE_SIZE:
+        return None, None
     try:
         height, width = (int(part) for part in str(text).lower().split("x"))
     except ValueError:
@@ -265,9 +275,9 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
                     refresh_models = gr.Button("↻", scale=0, min_width=40, elem_id="tryon-garment-model-refresh")
                 f["prompt"] = gr.Textbox(label="Prompt (empty = the model's own)", elem_id="tryon-prompt")
             with gr.Row():
-                sizes = size_choices(defaults)
+                sizes = size_choices(defaults, native=True)
                 f["size"] = gr.Dropdown(sizes, value=sizes[0], label="Canvas (H x W)", elem_id="tryon-size")
-                f["fit_mode"] = gr.Radio(["crop", "pad"], value="crop", label="Fit photo", elem_id="tryon-fit")
+                f["fit_mode"] = gr.Radio(list(FIT_MODES), value="crop", label="Fit photo", elem_id="tryon-fit")
                 f["paste_mode"] = gr.Radio(list(PASTE_MODES), value="feathered", label="Paste back into the photo",
                                            info="feathered / hard: everything outside the mask is kept; none: the "
                                                 "raw model canvas", elem_id="tryon-paste-mode")

@@ -14,7 +14,7 @@ def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 @pytest.mark.parametrize("size", [(300, 400), (640, 360), (360, 640), (501, 333), (96, 97)])
-@pytest.mark.parametrize("mode", ["crop", "pad"])
+@pytest.mark.parametrize("mode", ["crop", "pad", "stretch"])
 @pytest.mark.parametrize("feather", [0, 4])
 def test_paste_back_keeps_unmasked_pixels(size, mode, feather):
     original = _photo(*size)
@@ -77,6 +77,10 @@ def test_fit_geometry_crop_and_pad():
     assert crop.source_box[1] == 0 and crop.source_box[3] == 300  # full height, centre columns
     pad = compute_fit((400, 300), 96, 128, "pad")
     assert pad.resized_size[0] == 96 and pad.offset[1] > 0 and pad.source_box == (0, 0, 400, 300)
+    stretch = compute_fit((400, 300), 96, 128, "stretch")  # the TryOffAnyone script's resize: all of it, squashed
+    assert stretch.resized_size == (96, 128) and stretch.offset == (0, 0) and stretch.source_box == (0, 0, 400, 300)
+    canvas, _ = fit_to_canvas(Image.new("RGB", (400, 300), (10, 20, 30)), 96, 128, "stretch")
+    assert canvas.size == (96, 128) and canvas.getpixel((0, 0)) == (10, 20, 30) == canvas.getpixel((95, 127))
 
 
 def test_pad_garment_is_white_and_complete():
@@ -89,7 +93,7 @@ def test_pad_garment_is_white_and_complete():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mode must be one of"):
-        fit_to_canvas(_photo(64, 64), 96, 128, mode="stretch")
+        fit_to_canvas(_photo(64, 64), 96, 128, mode="squash")
     with pytest.raises(ValueError, match="width must be at least 8"):
         fit_to_canvas(_photo(64, 64), 4, 128)
     _, info = fit_to_canvas(_photo(64, 64), 96, 128)

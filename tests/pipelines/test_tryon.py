@@ -142,7 +142,7 @@ def test_auto_mask_and_painted_override(registry, person):
         ({"mask": Image.new("L", (150, 140), 0), "auto_mask": False}, "painted mask is empty"),
         ({"num_images": 0}, "num_images=0"),
         ({"num_inference_steps": 0}, "num_inference_steps=0"),
-        ({"fit_mode": "stretch"}, "fit_mode='stretch'"),
+        ({"fit_mode": "squash"}, "fit_mode='squash'"),
     ],
 )
 def test_bad_inputs(pipeline, person, overrides, message):
@@ -240,3 +240,33 @@ def test_garment_model_tryon(tiny_models, registry, person, tmp_path):
     assert np.array_equal(np.asarray(result.images[0])[~mask], original[~mask])
     with pytest.raises(ValueError, match="no atelier_model.json"):
         GarmentModelTryOnPipeline.from_registry(registry, tmp_path)
+    # Open size and eta: the training resolution (the card's, else 512) as a 3:4 canvas, eta 0 as diffusers.
+    settled = pipeline.settle(TryOnRequest(person=person))
+    assert (settled.height, settled.width, settled.eta) == (512, 384, 0.0)
+    pipeline.info.card["resolution"] = 64
+    assert pipeline.native_size() == (64, 48)
+    assert pipeline.settle(TryOnRequest(person=person, eta=0.5)).eta == 0.5
+
+
+def test_each_weight_set_at_its_own_canvas(registry):
+    """CatVTON: a request without a size runs each weight set at the canvas it was trained at, eta 1.0."""
+    mix = CatVTONPipeline.from_registry(registry, "tryon_catvton")
+    vitonhd = CatVTONPipeline.from_registry(registry, "tryon_catvton_512")
+    assert (mix.settle(TryOnRequest()).height, mix.settle(TryOnRequest()).width) == (1024, 768)
+    settled = vitonhd.settle(TryOnRequest())
+    assert (settled.height, settled.width, settled.eta) == (512, 384, 1.0)
+    chosen = vitonhd.settle(TryOnRequest(height=64, width=48, eta=0.0))
+    assert (chosen.height, chosen.width, chosen.eta) == (64, 48, 0.0)
+
+
+def test_bf16_where_the_gpu_has_it(monkeypatch):
+    import torch
+
+    from pipelines.core.devices import pick_dtype
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype(cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_dtype(cuda) == torch.float16
+    assert pick_dtype(torch.device("cpu")) == torch.float32 and pick_dtype(cuda, "fp16") == torch.float16

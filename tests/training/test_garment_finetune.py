@@ -53,6 +53,7 @@ def test_full_finetune_resume_and_export(tiny_models, tmp_path):
     assert unet.config.in_channels == 9
     card = json.loads((first / "final" / "atelier_model.json").read_text())
     assert card["method"] == "garment_finetune" and card["prompt"] == "red sweater" and card["steps"] == 4
+    assert card["masks"] == {"given": 3, "random": 0} and card["resolution"] == 32
     before = {path.name: digest(path / "model.safetensors") for path in checkpoints}
 
     # resume from the first run's folder in a new folder: steps continue 5, 6; nothing of run 1 changes
