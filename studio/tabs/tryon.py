@@ -156,7 +156,8 @@ def wire_mask_tools(ctx: StudioContext, f: dict[str, Any], kind: str, prefix: st
         except Exception as error:  # noqa: BLE001
             raise_user_error(error)
         note = result.extras.get("note") or ""
-        return result.images[0], f"Mask from **{result.extras['mask_source']}**" + (f" — {note}" if note else "")
+        source = "painted" if result.extras["mask_source"] == "painted" else f"{result.extras['mask_source']}, {category}"
+        return result.images[0], f"Mask from **{source}**" + (f" — {note}" if note else "")
 
     f["preview_mask_button"].click(
         on_preview, [f["person"], f["category"], f["auto_mask"], f["sam_mask"]], [f["mask_preview"], f["mask_info"]],

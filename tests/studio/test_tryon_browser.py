@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +82,45 @@ def test_tryon_tab_auto_mask_stroke_generate(studio, page, tmp_path):
                            "num_inference_steps": 1, "seed": 1})
     loaded = [m.name for m in service.registry.status().loaded]
     assert loaded.count("inpaint_unet") == 1, loaded
+
+
+def test_mask_preview_follows_the_official_rules_per_category(studio, page, tmp_path):
+    """A drawn person in a t-shirt and shorts: the page's preview for each category is the agnostic mask the
+    pipeline uses, and the dress preview is wide enough to grow a dress (its region on the same body)."""
+    from pipelines.preprocess import mannequin as mq
+    from pipelines.preprocess.bodyparts import tryon_mask
+    from pipelines.preprocess.masks import AutoMasker, blur_threshold
+    from pipelines.types import TRYON_CATEGORIES, TryOnRequest
+
+    person = mq.draw_mannequin(mq.Outfit())
+    path = tmp_path / "mannequin.png"
+    person.image.save(path)
+    parse = AutoMasker(segformer_location=None).parse(person.image)
+    open_tab(page, studio["url"], "Try-on", "#tryon-person")
+    upload_to_editor(page, "#tryon-person", path)
+    time.sleep(0.8)
+    tiles = []
+    for category in TRYON_CATEGORIES:
+        page.locator("#tryon-category").get_by_label(category, exact=True).check()
+        page.locator("#tryon-preview-mask").click()
+        info = wait_status(page, "tryon-mask-info", f"mediapipe, {category}", timeout=90_000)
+        time.sleep(0.5)
+        src = page.locator("#tryon-mask-preview img").first.get_attribute("src")
+        overlay = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+        tinted = np.abs(np.asarray(overlay, np.int16) - np.asarray(person.image, np.int16)).sum(axis=-1) > 40
+        expected = np.asarray(blur_threshold(tryon_mask(parse, category), TryOnRequest().mask_blur)) > 0
+        iou = (tinted & expected).sum() / max(1, (tinted | expected).sum())
+        assert iou > 0.9, (category, iou)
+        if category == "dress":
+            dress = mq.draw_mannequin(mq.Outfit(dress="short")).labels == mq.DRESS
+            assert tinted[dress].mean() > 0.9, tinted[dress].mean()
+        if category == "upper":
+            assert tinted[person.labels == mq.PANTS].mean() < 0.1  # the shorts stay
+        tiles.append(overlay)
+    page.locator("#tryon-mask-preview").scroll_into_view_if_needed()
+    grid = Image.new("RGB", (person.image.width * len(tiles) // 2, person.image.height // 2), "white")
+    for index, tile in enumerate(tiles):
+        grid.paste(tile.resize((tile.width // 2, tile.height // 2)), (index * tile.width // 2, 0))
+    screenshot_dir = Path(os.environ.get("ATELIER_SCREENSHOT_DIR", "/tmp/atelier-screenshots"))
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
+    grid.save(screenshot_dir / "tryon_mask_categories.png")
