@@ -9,6 +9,9 @@ use. Never imports torch: the service runs the ``tryon`` / ``tryon_mask`` / ``tr
 from __future__ import annotations
 
 import logging
+import re
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from studio.components import (
     form_inputs,
     raise_user_error,
     run_to_gallery,
+    stream_progress,
     seed_value,
     visitor_id,
     wire_gallery,
@@ -90,6 +94,45 @@ def person_mask(values: dict[str, Any], name: str = "person") -> tuple[Image.Ima
     if painted is None and not values["auto_mask"]:
         raise ValueError("No mask: paint over the area to change, click with SAM, or turn on the automatic mask.")
     return person, painted
+
+
+BATCH_PAIRINGS = ("every person x every garment", "in order (person i with garment i)")
+MAX_BATCH_PAIRS = 24
+
+
+def batch_pairs(people: list[str], garments: list[str], pairing: str) -> list[tuple[str, str]]:
+    """The (person file, garment file) pairs of a batch; ValueError with a sentence when there are none or too
+    many, or "in order" gets lists of different lengths."""
+    if not people or not garments:
+        raise ValueError("Batch: upload at least one person photo and one garment photo.")
+    if pairing == BATCH_PAIRINGS[1]:
+        if len(people) != len(garments):
+            raise ValueError(f"Batch 'in order' needs as many garments as people ({len(people)} people, "
+                             f"{len(garments)} garments).")
+        pairs = list(zip(people, garments))
+    else:
+        pairs = [(person, garment) for person in people for garment in garments]
+    if len(pairs) > MAX_BATCH_PAIRS:
+        raise ValueError(f"Batch: {len(pairs)} pairs is more than {MAX_BATCH_PAIRS}; split it into smaller batches.")
+    return pairs
+
+
+def safe_stem(path: str) -> str:
+    """An uploaded file's name, reduced to letters, digits, - and _ (for names inside the zip)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem).strip("_")[:40] or "image"
+
+
+def write_batch_zip(folder: Path, entries: list[tuple[str, str]]) -> Path:
+    """(archive name, file) entries -> a new zip in ``folder`` (never overwriting an earlier one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, index = folder / f"batch-{stamp}.zip", 1
+    while path.exists():
+        path, index = folder / f"batch-{stamp}-{index}.zip", index + 1
+    with zipfile.ZipFile(path, "x", compression=zipfile.ZIP_STORED) as archive:
+        for name, file in entries:
+            archive.write(file, name)
+    return path
 
 
 def build_request(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +327,17 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
                                                 "raw model canvas", elem_id="tryon-paste-mode")
             random_button, reuse_button = sampler_section(f, defaults, "tryon")
             out = output_section("tryon", "Your try-ons")
+            with gr.Accordion("Batch: several people x several garments", open=False):
+                with gr.Row():
+                    batch_people = gr.File(file_count="multiple", file_types=["image"], label="Person photos",
+                                           elem_id="tryon-batch-people")
+                    batch_garments = gr.File(file_count="multiple", file_types=["image"], label="Garment photos",
+                                             elem_id="tryon-batch-garments")
+                batch_pairing = gr.Radio(list(BATCH_PAIRINGS), value=BATCH_PAIRINGS[0], label="Pairs",
+                                         elem_id="tryon-batch-pairing")
+                batch_button = gr.Button("Run batch (automatic masks, the settings above)", elem_id="tryon-batch-run")
+                batch_zip = gr.File(label="All results of the batch (zip)", interactive=False,
+                                    elem_id="tryon-batch-zip")
             with gr.Row():
                 send_tryoff = gr.Button("Send selected to try-off", elem_id="tryon-send-tryoff")
                 use_as_person = gr.Button("Use selected as the person (layer another garment)", elem_id="tryon-reuse")
@@ -314,6 +368,37 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
     out["generate"].click(
         on_generate, form_inputs(ctx, form),
         [out[k] for k in ("status", "progress", "preview", "gallery", "last_seed")], **GENERATE,
+    )
+
+    def on_batch(values, request: gr.Request):
+        user_id = visitor_id(values.get(ctx.user_id), request)
+        by_name = {name: values[component] for name, component in form.items()}
+        people, garments = values[batch_people] or [], values[batch_garments] or []
+        try:
+            pairs = batch_pairs([str(p) for p in people], [str(g) for g in garments], values[batch_pairing])
+            jobs = []
+            for person_file, garment_file in pairs:
+                person = load_image(person_file, "person")
+                job = dict(by_name, person={"background": person, "layers": [], "composite": None},
+                           garment=garment_file, sam_mask=None, auto_mask=True, mode="CatVTON")
+                jobs.append((person_file, garment_file, build_request(job, ctx.service.defaults("tryon"))))
+        except (ValueError, TypeError) as error:
+            raise gr.Error(str(error))
+        entries = []
+        for index, (person_file, garment_file, params) in enumerate(jobs, 1):
+            yield {out["status"]: f"Batch: pair {index}/{len(jobs)}", out["progress"]: (index - 1) / len(jobs)}
+            result = yield from stream_progress(ctx, "tryon", params, request, out["status"], out["progress"],
+                                                out["preview"], user_id)
+            saved = ctx.outputs.save(user_id, "tryon", result.images, result.params)
+            stem = f"{index:02d}_{safe_stem(person_file)}__{safe_stem(garment_file)}"
+            entries += [(f"{stem}_{p['seed']}.png", path) for p, path in zip(result.params, saved)]
+        archive = write_batch_zip(ctx.outputs.user_dir(user_id) / "tryon-batch", entries)
+        yield {out["status"]: f"Batch done: {len(jobs)} pair(s), {len(entries)} image(s) in {archive.name}",
+               out["progress"]: 1.0, out["gallery"]: ctx.outputs.list(user_id, "tryon"), batch_zip: str(archive)}
+
+    batch_button.click(
+        on_batch, form_inputs(ctx, form) | {batch_people, batch_garments, batch_pairing},
+        [out[k] for k in ("status", "progress", "preview", "gallery")] + [batch_zip], **GENERATE,
     )
     wire_gallery(ctx, out["gallery"], out["selected"], out["details"])
     wire_send(ctx, send_tryoff, out["selected"], "tryoff_person", "try-off")

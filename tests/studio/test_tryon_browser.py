@@ -124,3 +124,36 @@ def test_mask_preview_follows_the_official_rules_per_category(studio, page, tmp_
     screenshot_dir = Path(os.environ.get("ATELIER_SCREENSHOT_DIR", "/tmp/atelier-screenshots"))
     screenshot_dir.mkdir(parents=True, exist_ok=True)
     grid.save(screenshot_dir / "tryon_mask_categories.png")
+
+
+def test_batch_of_people_and_garments_to_a_zip(studio, page, tmp_path):
+    """Two people x two garments from the tab: four try-ons in the gallery and a zip holding exactly them."""
+    import zipfile
+
+    from pipelines.preprocess import mannequin as mq
+
+    people = []
+    for index, outfit in enumerate((mq.Outfit(), mq.Outfit(top="longsleeve", bottom="trousers"))):
+        path = tmp_path / f"model {index}.png"
+        mq.draw_mannequin(outfit).image.save(path)
+        people.append(path)
+    garments = [garment_png(tmp_path, "tee", "tshirt"), garment_png(tmp_path, "red tee", "tshirt", (220, 30, 30))]
+    open_tab(page, studio["url"], "Try-on", "#tryon-person")
+    page.get_by_text("Batch: several people x several garments").click()
+    page.locator("#tryon-batch-people").wait_for(timeout=30_000)
+    page.locator("#tryon-batch-people input[type=file]").set_input_files([str(p) for p in people])
+    page.locator("#tryon-batch-garments input[type=file]").set_input_files([str(g) for g in garments])
+    time.sleep(1.5)
+    page.locator("#tryon-batch-run").click()
+    status = wait_status(page, "tryon-status", "Batch done", timeout=240_000)
+    assert "4 pair(s), 4 image(s)" in status, status
+    link = page.locator("#tryon-batch-zip a").first
+    link.wait_for(timeout=30_000)
+    archive = zipfile.ZipFile(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
+    names = sorted(archive.namelist())
+    assert len(names) == 4 and names[0].startswith("01_model_0__tee_") and names[-1].startswith("04_model_1__red_tee_")
+    images = [Image.open(io.BytesIO(archive.read(name))) for name in names]
+    assert all(image.size == (384, 512) for image in images)  # pasted back at each photo's size
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))  # the garment changes the result
+    page.locator("#tryon-batch-zip").scroll_into_view_if_needed()
+    screenshot(page, "tryon_batch")
