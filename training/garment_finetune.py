@@ -215,7 +215,8 @@ def train(context: TrainerContext) -> None:
     unmasked = sorted(item.image_path.name for item in items if item.mask_path is None)
     if unmasked:
         if not config.random_masks:
-            raise ConfigError(f"{len(unmasked)} image(s) have no mask and random_masks is false: {', '.join(unmasked[:5])}")
+            raise ConfigError(f"{len(unmasked)} image(s) have no mask and random_masks is false: "
+                              f"{', '.join(unmasked[:5])}")
         logger.warning("%d of %d images have no mask: each gets a new random mask per step (set require_masks to "
                        "refuse them): %s", len(unmasked), len(items), ", ".join(unmasked[:10]))
     class_dataset = None
@@ -408,7 +409,8 @@ def export_final(context: TrainerContext, config: GarmentFinetuneConfig, compone
         "lora_weights": LORA_WEIGHTS_FILE if config.use_lora else None,
         "train_text_encoder": config.train_text_encoder,
         "resolution": config.resolution,
-        "masks": {"given": len(items) - len(unmasked), "random": len(unmasked)},
+        "masks": {"given": sum(item.mask_path is not None for item in items),
+                  "random": sum(item.mask_path is None for item in items)},
         "steps": step,
         "run_id": context.run_id,
     }
