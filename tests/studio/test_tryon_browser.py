@@ -103,7 +103,7 @@ def test_mask_preview_follows_the_official_rules_per_category(studio, page, tmp_
     for category in TRYON_CATEGORIES:
         page.locator("#tryon-category").get_by_label(category, exact=True).check()
         page.locator("#tryon-preview-mask").click()
-        info = wait_status(page, "tryon-mask-info", f"mediapipe, {category}", timeout=90_000)
+        wait_status(page, "tryon-mask-info", f"mediapipe, {category}", timeout=90_000)
         time.sleep(0.5)
         src = page.locator("#tryon-mask-preview img").first.get_attribute("src")
         overlay = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
