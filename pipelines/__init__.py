@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-METHODS = ("garment", "tryon", "tryoff", "temu", "dressing")
+METHODS = ("garment", "tryon", "tryoff", "temu", "dressing", "posedesign")
 
 
 def declared(table: str) -> dict[str, str]:

@@ -338,11 +338,102 @@ class DressingResult:
     pose_image: Image.Image | None = None
 
 
+# ------------------------------------------------------------------------------ pose design (EquiFashion)
+POSE_DESIGN_CATEGORIES = ("Dress", "Blouse", "Sweater", "Coat", "Jumpsuit", "Pant", "Skirt")  # their app's radio
+POSE_DESIGN_WEIGHTS = {  # variant -> label; "equifashion" = the SD2.1-base ControlLDM checkpoint of the method
+    "equifashion": "EquiFashion ControlNet (SD2.1-base, the method's weights)",
+    "sd15_openpose": "SD1.5 OpenPose ControlNet on the studio's base model",
+}
+POSE_DESIGN_ADDED_PROMPT = "best quality, extremely detailed, white background"
+POSE_DESIGN_NEGATIVE = (
+    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
+    "worst quality, low quality"
+)
+# attribute -> (label, fraction of the DDIM schedule skipped before editing starts: their A1 starts at index 8
+# of 100 steps (t~911) and A5 at index 40 (t~591); A2..A4 are spaced evenly between them)
+ATTRIBUTES = {
+    "length": ("A1 clothing length", 0.08),
+    "sleeve_length": ("A2 sleeve length", 0.16),
+    "sleeve_type": ("A3 sleeve type", 0.24),
+    "collar": ("A4 collar", 0.32),
+    "hem": ("A5 hem", 0.40),
+}
+RESOLUTION_RANGE = (64, 1024)  # short side; their app offers 256..768
+CONTROL_STRENGTH_RANGE = (0.0, 2.0)
+
+
+@dataclass
+class PoseDesignRequest:
+    """A draft design on a body: a text concept + an OpenPose skeleton (from a photo or a preset)."""
+
+    prompt: str = ""
+    pose_image: Image.Image | None = None  # OpenPose skeleton (coloured limbs on black); its aspect sets the canvas
+    category: str = "Dress"
+    weights: str = "equifashion"  # see POSE_DESIGN_WEIGHTS
+    added_prompt: str = POSE_DESIGN_ADDED_PROMPT
+    negative_prompt: str = POSE_DESIGN_NEGATIVE
+    resolution: int = 512  # short side (multiples of 64, like their resize_image)
+    control_strength: float = 1.0
+    guess_mode: bool = False
+    num_inference_steps: int = 100
+    guidance_scale: float = 9.0
+    eta: float = 0.0
+    seed: int = 42  # -1 = random
+    num_images: int = 1
+    white_background: bool = True  # background removed and composited on white
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "task": "pose_design", "prompt": self.prompt, "category": self.category, "weights": self.weights,
+            "added_prompt": self.added_prompt, "negative_prompt": self.negative_prompt,
+            "resolution": self.resolution, "control_strength": self.control_strength, "guess_mode": self.guess_mode,
+            "num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale, "eta": self.eta,
+            "seed": self.seed, "num_images": self.num_images, "white_background": self.white_background,
+            "scheduler": "DDIM",
+        }
+
+
+@dataclass
+class AttributeEditRequest:
+    """Edit one attribute of any image inside a region: masked re-noising from the attribute's start step."""
+
+    image: Image.Image | None = None
+    prompt: str = ""  # the attribute as words ("long sleeves", "a V-neck collar")
+    attribute: str = "length"  # see ATTRIBUTES
+    mask: Image.Image | None = None  # white = edit; None = the automatic region from the pose
+    keypoints: Optional[list] = None  # 18 normalised OpenPose points; None = detected in ``image``
+    category: str = "Dress"
+    weights: str = "equifashion"
+    pose_image: Image.Image | None = None  # skeleton for the ControlNet; None = drawn from the keypoints
+    added_prompt: str = POSE_DESIGN_ADDED_PROMPT
+    negative_prompt: str = POSE_DESIGN_NEGATIVE
+    resolution: int = 512
+    control_strength: float = 1.0
+    num_inference_steps: int = 100
+    guidance_scale: float = 9.0
+    eta: float = 0.0
+    seed: int = 42
+    num_images: int = 1
+    strength: Optional[float] = None  # fraction of the schedule re-run; None = the attribute's own start
+    paste_mode: str = "feathered"  # feathered | hard | none (see PASTE_MODES)
+    feather: int = 8
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "task": "attribute_edit", "prompt": self.prompt, "attribute": self.attribute, "category": self.category,
+            "weights": self.weights, "painted_mask": self.mask is not None, "added_prompt": self.added_prompt,
+            "negative_prompt": self.negative_prompt, "resolution": self.resolution,
+            "control_strength": self.control_strength, "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale, "eta": self.eta, "seed": self.seed, "num_images": self.num_images,
+            "strength": self.strength, "paste_mode": self.paste_mode, "feather": self.feather, "scheduler": "DDIM",
+        }
+
+
 # ------------------------------------------------------------------------------------------ task defaults
 # The request each task's preset ``defaults:`` are checked against (one vocabulary: the request's field names).
 DEFAULTS_REQUEST: dict[str, type] = {
     "garment": GarmentRequest, "tryon": TryOnRequest, "tryoff": TryOffRequest, "dressing": DressingRequest,
-    "tryoff_temu": TemuTryOffRequest,
+    "tryoff_temu": TemuTryOffRequest, "pose_design": PoseDesignRequest, "attribute_edit": AttributeEditRequest,
 }
 
 
