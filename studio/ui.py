@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 # (tab label, tab id, module, builder). Order = order on the page.
 TABS = [
     ("Design", "design", "studio.tabs.design", "build_design_tab"),
+    ("Pose design", "posedesign", "studio.tabs.posedesign", "build_posedesign_tab"),
     ("Dressing", "dressing", "studio.tabs.dressing", "build_dressing_tab"),
     ("Try-on", "tryon", "studio.tabs.tryon", "build_tryon_tab"),
     ("Try-off", "tryoff", "studio.tabs.tryoff", "build_tryoff_tab"),
@@ -24,7 +25,7 @@ TABS = [
 ]
 
 CSS = """
-#design-status, #tryon-status, #tryoff-status, #dressing-status {min-height: 2.5em}
+#design-status, #tryon-status, #tryoff-status, #dressing-status, #posedesign-status {min-height: 2.5em}
 footer {visibility: hidden}
 """
 
