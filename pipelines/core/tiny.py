@@ -29,7 +29,7 @@ IMAGE_EMBED_DIM = 32  # projection_dim of the tiny CLIP vision model (colour ada
 IMAGE_HIDDEN_DIM = 48  # hidden size of the tiny CLIP vision model (Resampler input)
 IMAGE_SIZE = 32  # the tiny CLIP vision model's input resolution
 
-TINY_LAYOUT_VERSION = 1  # bump to force the tiny model folder to be rebuilt
+TINY_LAYOUT_VERSION = 2  # bump to force the tiny model folder to be rebuilt
 
 
 def _byte_chars() -> list[str]:

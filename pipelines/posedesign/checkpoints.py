@@ -386,6 +386,12 @@ def tiny_modules(original: dict, vocab_size: int) -> dict[str, Any]:
     modules: dict[str, Any] = {"unet": UNet2DConditionModel(**unet_config(original))}
     torch.manual_seed(41)
     modules["controlnet"] = ControlNetModel(**controlnet_config(original))
+    with torch.no_grad():  # trained: the zero convolutions are no longer zero, the hint encoder passes the pose on
+        for name, parameter in modules["controlnet"].named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                parameter.normal_(0.0, 0.2)
+            elif name.startswith("controlnet_cond_embedding") and parameter.ndim == 4:
+                parameter.normal_(0.0, (2.0 / parameter[0].numel()) ** 0.5)  # He init keeps the lines' contrast
     torch.manual_seed(42)
     modules["vae"] = AutoencoderKL(**vae_config(original))
     torch.manual_seed(43)

@@ -180,6 +180,7 @@ class PoseDesignResult:
     pose_image: Image.Image | None = None
     mask: Image.Image | None = None  # edits: the region at the original's size
     raw: list[Image.Image] = field(default_factory=list)  # the canvases before background/paste-back
+    latents: Any = None  # the final latents (B, 4, h, w)
 
 
 class PoseDesignPipeline:
@@ -348,7 +349,7 @@ class PoseDesignPipeline:
         images = paste_results(image, raw, region, info, request.paste_mode, request.feather)
         params = dict(request.params(), seed=seed, width=width, height=height, start_index=start,
                       start_timestep=int(timesteps[0]))
-        return PoseDesignResult(images, [seed + i for i in range(batch)], params, mask=region, raw=raw)
+        return PoseDesignResult(images, [seed + i for i in range(batch)], params, mask=region, raw=raw, latents=latents)
 
 
 def load_equifashion(registry) -> dict[str, Any]:
