@@ -200,8 +200,13 @@ class PoseDesignPipeline:
             return cls(registry.get("tokenizer"), registry.get("text_encoder"), registry.get("unet"),
                        registry.get("controlnet_openpose"), registry.get("vae"), registry.scheduler, weights)
         parts = registry.shared("equifashion", lambda: load_equifashion(registry), "EquiFashion ControlLDM")
+
+        def eps_ddim():  # the checkpoint is EPS-trained (SD2.1-base), whatever the base model's scheduler says
+            scheduler = registry.scheduler()
+            return type(scheduler).from_config(scheduler.config, prediction_type="epsilon")
+
         return cls(parts["tokenizer"], parts["text_encoder"], parts["unet"], parts["controlnet"], parts["vae"],
-                   registry.scheduler, weights)
+                   eps_ddim, weights)
 
     # ------------------------------------------------------------------------------ checks
     def _check_common(self, request) -> None:

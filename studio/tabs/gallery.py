@@ -8,7 +8,7 @@ import gradio as gr
 
 from studio.components import StudioContext, visitor_id, wire_gallery, wire_send
 
-FOLDERS = ["all", "design", "dressing", "tryon", "tryoff"]
+FOLDERS = ["all", "design", "posedesign", "posedesign_edit", "dressing", "tryon", "tryoff"]
 
 
 def build_gallery_tab(ctx: StudioContext) -> dict[str, Any]:
@@ -26,6 +26,7 @@ def build_gallery_tab(ctx: StudioContext) -> dict[str, Any]:
             send_person = gr.Button("Send to try-on (person)", elem_id="gallery-send-person")
             send_dressing = gr.Button("Send to dressing (garment slot 1)", elem_id="gallery-send-dressing")
             send_design = gr.Button("Send to design (photo → sketch)", elem_id="gallery-send-design")
+            send_edit = gr.Button("Send to attribute editing", elem_id="gallery-send-edit")
 
     def listing(user_id, which, request: gr.Request):
         return ctx.outputs.list(visitor_id(user_id, request), None if which == "all" else which, limit=200)
@@ -37,5 +38,6 @@ def build_gallery_tab(ctx: StudioContext) -> dict[str, Any]:
     wire_send(ctx, send_person, selected, "tryon_person", "try-on")
     wire_send(ctx, send_dressing, selected, "dressing_garment", "dressing")
     wire_send(ctx, send_design, selected, "design_photo", "design")
+    wire_send(ctx, send_edit, selected, "posedesign_edit", "pose design")
     return {"gallery": gallery,
             "refresh_gallery": lambda user_id: ctx.outputs.list(user_id, None, limit=200)}

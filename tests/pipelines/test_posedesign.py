@@ -97,6 +97,27 @@ def test_sd21_base_config_is_eps_at_512():
     assert controlnet_config(original)["conditioning_channels"] == 3
 
 
+def test_shipped_config_builds_the_real_sd21_base_shapes():
+    """On the meta device (no memory): the modules our configs build have the parameter counts of SD2.1-base's
+    UNet, VAE and (23-layer, penultimate) OpenCLIP ViT-H text encoder in diffusers, and of an SD2.1 ControlNet."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from pipelines.posedesign.checkpoints import controlnet_config, text_config, unet_config, vae_config
+
+    original = read_original_config()
+    openclip = {"token_embedding.weight": torch.empty(49408, 1024, device="meta"),
+                "positional_embedding": torch.empty(77, 1024, device="meta"),
+                "text_projection": torch.empty(1024, 1024, device="meta"),
+                **{f"transformer.resblocks.{i}.mlp.c_fc.weight": torch.empty(4096, 1024, device="meta") for i in range(24)}}
+    with init_empty_weights():
+        modules = [UNet2DConditionModel(**unet_config(original)), ControlNetModel(**controlnet_config(original)),
+                   AutoencoderKL(**vae_config(original)), CLIPTextModel(CLIPTextConfig(**text_config(original, openclip)))]
+    counts = [sum(p.numel() for p in module.parameters()) for module in modules]
+    assert counts == [865_910_724, 364_228_240, 83_653_863, 340_387_840]
+
+
 def test_v_prediction_config_is_refused(tmp_path):
     original = read_original_config()
     original["model"]["params"]["parameterization"] = "v"
