@@ -26,6 +26,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models_dir", default=os.environ.get("ATELIER_MODELS_DIR", str(REPO / "models")))
     parser.add_argument("--device", default=os.environ.get("ATELIER_DEVICE"))
     parser.add_argument("--dtype", default=os.environ.get("ATELIER_DTYPE"))
+    parser.add_argument("--memory_mode", default=os.environ.get("ATELIER_MEMORY_MODE", "auto"),
+                        choices=["auto", "resident", "model_offload"],
+                        help="auto: every model resident from 16 GiB free GPU memory, else only the running task's")
+    parser.add_argument("--memory_cap_gb", type=float, default=None,
+                        help="cap this process's CUDA memory (try a small GPU on a big one)")
+    parser.add_argument("--vae_tiling", action="store_true", help="decode large images in tiles (less memory)")
     parser.add_argument("--max_file_size", default="50mb")
     parser.add_argument("--no_run_history", action="store_true", help="do not keep designs in browser storage")
     return parser.parse_args(argv)
@@ -45,7 +51,8 @@ def build(args: argparse.Namespace):
     from studio.ui import build_ui
 
     service = StudioService(choose_preset(args.preset), device=args.device, dtype=args.dtype,
-                            models_dir=args.models_dir)
+                            models_dir=args.models_dir, memory_mode=args.memory_mode,
+                            memory_cap_gb=args.memory_cap_gb, vae_tiling=args.vae_tiling)
     runs = None
     try:
         from training.runner import RunManager

@@ -49,11 +49,42 @@ class StudioService:
         device: str | None = None,
         dtype: str | None = None,
         models_dir: str | Path | None = None,
+        memory_mode: str = "auto",
+        memory_cap_gb: float | None = None,
+        vae_tiling: bool = False,
     ) -> None:
         self._settings = dict(device=device, dtype=dtype, models_dir=models_dir)
+        self._memory = dict(mode=memory_mode, cap=memory_cap_gb, tiling=vae_tiling)
         self.registry = ModelRegistry(preset, **self._settings)
+        self._apply_memory(self.registry)
         self.gpu_lock = threading.Lock()
         self.last_seed: dict[str, int] = {}
+
+    def _apply_memory(self, registry: ModelRegistry) -> str:
+        registry.set_vae_tiling(self._memory["tiling"])
+        cap = registry.set_memory_cap(self._memory["cap"]) if self._memory["cap"] is not None else ""
+        mode = registry.set_memory_mode(self._memory["mode"])
+        return f"Memory: {mode.replace('_', ' ')} ({registry.memory_why})" + (f"; {cap}" if cap else "") + (
+            "; VAE tiling on" if self._memory["tiling"] else "")
+
+    def configure_memory(self, mode: str | None = None, cap_gb: float | None | str = "keep",
+                         vae_tiling: bool | None = None) -> str:
+        """Settings: the memory mode (auto | resident | model_offload), a per-process CUDA cap in GiB (None = no
+        cap) and VAE tiling, for this and every later preset. Returns a sentence saying what is in force."""
+        memory = dict(self._memory)
+        if mode is not None:
+            memory["mode"] = mode
+        if cap_gb != "keep":
+            memory["cap"] = cap_gb
+        if vae_tiling is not None:
+            memory["tiling"] = bool(vae_tiling)
+        with self.gpu_lock:
+            previous, self._memory = self._memory, memory
+            try:
+                return self._apply_memory(self.registry)
+            except ValueError as error:
+                self._memory = previous
+                raise UserError(str(error)) from error
 
     # --------------------------------------------------------------------------------------- presets
     @property
@@ -69,6 +100,7 @@ class StudioService:
         with self.gpu_lock:
             new = ModelRegistry(name, **self._settings)
             self.registry.unload()
+            self._apply_memory(new)
             self.registry = new
         return f"Switched to preset '{name}'. Models load on first use."
 
@@ -95,6 +127,8 @@ class StudioService:
             "dtype": status.dtype,
             "gpu": status.gpu,
             "total_mib": status.total_bytes / 2**20,
+            "memory_mode": status.memory_mode, "memory_why": status.memory_why,
+            "memory_cap_gib": status.memory_cap_gib, "vae_tiling": status.vae_tiling,
             "loaded": [
                 {"name": m.name, "source": m.source, "parameters_m": m.parameters / 1e6, "mib": m.bytes / 2**20,
                  "load_s": m.seconds}
@@ -135,6 +169,8 @@ class StudioService:
                     raise
                 release_after_oom(error)
                 oom = True
+            finally:
+                self.registry.release()  # model offload: the task's models back to the CPU
         # outside the except block: nothing refers to the failed call's frames (and their tensors) any more
         if oom:
             raise UserError(

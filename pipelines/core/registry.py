@@ -26,11 +26,20 @@ from pipelines.core.checkpoints import offline_hint, resolve_file
 from pipelines.core.devices import gpu_memory, module_bytes, pick_device, pick_dtype
 from pipelines.core.presets import CheckpointLocation, ModelPreset, default_models_dir, load_preset
 from pipelines.core.tiny import build_tiny_model_set
-from pipelines.types import ModelUnavailableError
+from pipelines.types import MEMORY_MODES, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
 _HUB_REACHABLE: bool | None = None
+AUTO_RESIDENT_BYTES = 16 * 2**30  # auto memory mode: every SD1.5-family tab resident from 16 GiB free
+
+
+def _free_device_bytes(device: torch.device) -> int | None:
+    """Free memory of a CUDA device (None for the CPU and devices that share the machine's memory)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -81,6 +90,10 @@ class RegistryStatus:
     dtype: str
     loaded: list[LoadedModel] = field(default_factory=list)
     gpu: dict | None = None
+    memory_mode: str = "resident"
+    memory_why: str = ""
+    memory_cap_gib: float | None = None
+    vae_tiling: bool = False
 
     @property
     def total_bytes(self) -> int:
@@ -119,6 +132,11 @@ class ModelRegistry:
         self._info: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
         self._scheduler_config: dict | None = None
+        self.memory_mode, self.memory_why = "resident", "default"
+        self.memory_cap_gib: float | None = None
+        self.vae_tiling = False
+        self._on_device: set[str] = set()  # model_offload: what the running task has on the device
+        self.offload_log: list[tuple[str, str]] = []  # (name, "in" | "out"), model_offload moves
 
     # ----------------------------------------------------------------------------------------- loading
     def ensure_tiny_models(self) -> Path | None:
@@ -179,6 +197,9 @@ class ModelRegistry:
                 start = time.perf_counter()
                 obj, source = self._load_component(name)
                 self._remember(name, obj, "component", source, time.perf_counter() - start)
+                if name == "vae":
+                    self._apply_tiling(obj)
+            self._acquire(name)
             return self._objects[name]
 
     def shared(self, key: str, factory: Callable[[], Any], source: str = "") -> Any:
@@ -189,6 +210,7 @@ class ModelRegistry:
                 start = time.perf_counter()
                 obj = factory()
                 self._remember(key, obj, "shared", source or key, time.perf_counter() - start)
+            self._acquire(key)
             return self._objects[key]
 
     def _remember(self, name: str, obj: Any, kind: str, source: str, seconds: float) -> None:
@@ -263,6 +285,93 @@ class ModelRegistry:
                 self._scheduler_config = config
         return DDIMScheduler.from_config(self._scheduler_config)
 
+    # ------------------------------------------------------------------------------------------ memory
+    @staticmethod
+    def _modules(obj: Any) -> list[torch.nn.Module]:
+        """The modules ``obj`` holds: itself, or the values of a dict / items of a list or tuple."""
+        if isinstance(obj, torch.nn.Module):
+            return [obj]
+        items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+        return [item for item in items if isinstance(item, torch.nn.Module)]
+
+    def _acquire(self, name: str) -> None:
+        """model_offload: put what a task asks for on the device (it stays there until :meth:`release`)."""
+        if self.memory_mode != "model_offload" or name in self._on_device:
+            return
+        modules = self._modules(self._objects[name])
+        if modules:
+            for module in modules:
+                module.to(self.device)
+            self._on_device.add(name)
+            self.offload_log.append((name, "in"))
+
+    def release(self) -> None:
+        """model_offload: after a task, move every model it used back to the CPU and free the cache."""
+        with self._lock:
+            if self.memory_mode != "model_offload" or not self._on_device:
+                return
+            for name in sorted(self._on_device):
+                for module in self._modules(self._objects.get(name)):
+                    module.to("cpu")
+                self.offload_log.append((name, "out"))
+            self._on_device.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def set_memory_mode(self, mode: str) -> str:
+        """resident (every loaded model stays on the device, shared by all tabs), model_offload (only the running
+        task's models are on the device; the rest wait in CPU memory) or auto (resident when the device has
+        at least 16 GiB free or is the CPU, else model offload). Returns the mode in force."""
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"memory mode {mode!r} must be one of {', '.join(MEMORY_MODES)}")
+        if mode == "sequential_offload":
+            raise ValueError("sequential offload is offered by the TEMU-VTOFF try-off only; the SD1.5 tabs offer "
+                             "resident or model_offload")
+        with self._lock:
+            why = "chosen"
+            if mode == "auto":
+                free = _free_device_bytes(self.device)
+                if free is None:
+                    mode, why = "resident", f"auto: {self.device.type} memory is the machine's"
+                else:
+                    mode = "resident" if free >= AUTO_RESIDENT_BYTES else "model_offload"
+                    why = f"auto: {free / 2**30:.1f} GiB free on {self.device}"
+            if mode == "resident":
+                for name in list(self._objects):
+                    for module in self._modules(self._objects[name]):
+                        module.to(self.device)
+                self._on_device.clear()
+            else:
+                self.memory_mode = "model_offload"
+                self._on_device = {name for name in self._objects if self._modules(self._objects[name])}
+                self.release()
+            self.memory_mode, self.memory_why = mode, why
+        logger.info("memory mode %s (%s)", mode, why)
+        return mode
+
+    def set_memory_cap(self, gib: float | None) -> str:
+        """Cap this process's CUDA memory at ``gib`` GiB (to try a small GPU on a big one); None removes it."""
+        if gib is not None and gib <= 0:
+            raise ValueError(f"memory cap {gib!r} GiB must be positive")
+        self.memory_cap_gib = gib
+        if self.device.type != "cuda":
+            return f"memory cap {gib} GiB noted; it applies to CUDA devices only (this is {self.device.type})"
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        fraction = 1.0 if gib is None else min(1.0, gib * 2**30 / total)
+        torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+        return f"CUDA memory capped at {fraction * total / 2**30:.1f} GiB of {total / 2**30:.1f} GiB"
+
+    def set_vae_tiling(self, enabled: bool) -> None:
+        """Decode/encode large images in overlapping tiles (less memory, for 1024 px and up)."""
+        with self._lock:
+            self.vae_tiling = bool(enabled)
+            if "vae" in self._objects:
+                self._apply_tiling(self._objects["vae"])
+
+    def _apply_tiling(self, vae) -> None:
+        if hasattr(vae, "enable_tiling"):
+            vae.enable_tiling() if self.vae_tiling else vae.disable_tiling()
+
     def unload(self, name: str | None = None) -> None:
         """Free one shared object (or all with None)."""
         with self._lock:
@@ -278,7 +387,8 @@ class ModelRegistry:
             loaded = list(self._info.values())
         return RegistryStatus(
             preset=self.preset.name, device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
-            loaded=loaded, gpu=gpu_memory(),
+            loaded=loaded, gpu=gpu_memory(), memory_mode=self.memory_mode, memory_why=self.memory_why,
+            memory_cap_gib=self.memory_cap_gib, vae_tiling=self.vae_tiling,
         )
 
     def defaults(self, task: str) -> dict[str, Any]:

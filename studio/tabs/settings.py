@@ -6,7 +6,10 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.types import UserError
 from studio.components import StudioContext
+
+MEMORY_CHOICES = ("auto", "resident", "model_offload")  # the SD1.5-family tabs (TEMU-VTOFF has its own)
 
 
 def status_markdown(service) -> str:
@@ -15,6 +18,9 @@ def status_markdown(service) -> str:
         f"**Preset**: `{status['preset']}` · **device**: `{status['device']}` · **dtype**: `{status['dtype']}`"
         "",
     ]
+    cap = f" · cap {status['memory_cap_gib']:g} GiB" if status.get("memory_cap_gib") else ""
+    lines.append(f"**Memory**: {status['memory_mode'].replace('_', ' ')} ({status['memory_why']}){cap}"
+                 + (" · VAE tiling on" if status.get("vae_tiling") else ""))
     if status["gpu"]:
         gpu = status["gpu"]
         lines.append(
@@ -43,6 +49,15 @@ def build_settings_tab(ctx: StudioContext) -> dict[str, Any]:
         switch = gr.Button("Switch preset", elem_id="settings-switch")
         use_tiny = gr.Button("Use the offline 'tiny' preset", elem_id="settings-use-tiny")
         refresh = gr.Button("Refresh", elem_id="settings-refresh")
+    with gr.Row():
+        memory_mode = gr.Dropdown(list(MEMORY_CHOICES), value="auto", label="GPU memory", elem_id="settings-memory-mode",
+                                  info="resident: every model stays on the GPU (fastest tab switches); model offload: "
+                                       "only the running task's models are on it; auto: resident from 16 GiB free")
+        memory_cap = gr.Number(value=0, minimum=0, label="Memory cap, GiB (0 = none)", elem_id="settings-memory-cap",
+                               info="caps this process's CUDA memory, to try a small GPU on a big one")
+        vae_tiling = gr.Checkbox(value=False, label="VAE tiling (large images, less memory)",
+                                 elem_id="settings-vae-tiling")
+        apply_memory = gr.Button("Apply memory settings", elem_id="settings-memory-apply")
     info = gr.Markdown(status_markdown(service), elem_id="settings-status")
 
     def on_switch(name):
@@ -53,10 +68,20 @@ def build_settings_tab(ctx: StudioContext) -> dict[str, Any]:
         gr.Info(message)
         return status_markdown(service)
 
+    def on_memory(mode, cap, tiling):
+        try:
+            message = service.configure_memory(mode, float(cap) if cap else None, bool(tiling))
+        except UserError as error:
+            raise gr.Error(str(error))
+        gr.Info(message)
+        return status_markdown(service)
+
     switch.click(on_switch, preset, info, concurrency_id="gpu")
+    apply_memory.click(on_memory, [memory_mode, memory_cap, vae_tiling], info, concurrency_id="gpu")
     use_tiny.click(lambda: (service.switch_preset("tiny"), status_markdown(service))[1], None, info,
                    concurrency_id="gpu").then(lambda: "tiny", None, preset)
     refresh.click(lambda: status_markdown(service), None, info, queue=False)
     # Keep the memory/loaded-model table current while the studio works in other tabs.
     gr.Timer(4.0).tick(lambda: status_markdown(service), None, info, queue=False, show_progress="hidden")
-    return {"status": info, "preset": preset}
+    return {"status": info, "preset": preset, "memory_mode": memory_mode, "memory_cap": memory_cap,
+            "vae_tiling": vae_tiling}
