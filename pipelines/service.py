@@ -20,7 +20,7 @@ from PIL import Image
 from pipelines import declared
 from pipelines.core.devices import is_out_of_memory, release_after_oom, spaces_gpu
 from pipelines.core.presets import available_presets, load_preset
-from pipelines.core.registry import ModelRegistry, hub_reachable
+from pipelines.core.registry import SAMPLERS, ModelRegistry, hub_reachable
 from pipelines.core.sampling import RunControl
 from pipelines.preprocess.sketch import photo_to_sketch
 from pipelines.types import (
@@ -54,24 +54,28 @@ class StudioService:
         vae_tiling: bool = False,
     ) -> None:
         self._settings = dict(device=device, dtype=dtype, models_dir=models_dir)
-        self._memory = dict(mode=memory_mode, cap=memory_cap_gb, tiling=vae_tiling)
+        self._memory = dict(mode=memory_mode, cap=memory_cap_gb, tiling=vae_tiling, sampler="ddim")
         self.registry = ModelRegistry(preset, **self._settings)
         self._apply_memory(self.registry)
         self.gpu_lock = threading.Lock()
         self.last_seed: dict[str, int] = {}
 
     def _apply_memory(self, registry: ModelRegistry) -> str:
+        registry.set_sampler(self._memory["sampler"])
         registry.set_vae_tiling(self._memory["tiling"])
         cap = registry.set_memory_cap(self._memory["cap"]) if self._memory["cap"] is not None else ""
         mode = registry.set_memory_mode(self._memory["mode"])
-        return f"Memory: {mode.replace('_', ' ')} ({registry.memory_why})" + (f"; {cap}" if cap else "") + (
-            "; VAE tiling on" if self._memory["tiling"] else "")
+        return (f"Memory: {mode.replace('_', ' ')} ({registry.memory_why})" + (f"; {cap}" if cap else "")
+                + ("; VAE tiling on" if self._memory["tiling"] else "") + f"; sampler {SAMPLERS[registry.sampler]}")
 
     def configure_memory(self, mode: str | None = None, cap_gb: float | None | str = "keep",
-                         vae_tiling: bool | None = None) -> str:
+                         vae_tiling: bool | None = None, sampler: str | None = None) -> str:
         """Settings: the memory mode (auto | resident | model_offload), a per-process CUDA cap in GiB (None = no
-        cap) and VAE tiling, for this and every later preset. Returns a sentence saying what is in force."""
+        cap), VAE tiling and the SD1.5-family sampler (ddim | dpmpp), for this and every later preset. Returns a
+        sentence saying what is in force."""
         memory = dict(self._memory)
+        if sampler is not None:
+            memory["sampler"] = sampler
         if mode is not None:
             memory["mode"] = mode
         if cap_gb != "keep":
@@ -128,7 +132,7 @@ class StudioService:
             "gpu": status.gpu,
             "total_mib": status.total_bytes / 2**20,
             "memory_mode": status.memory_mode, "memory_why": status.memory_why,
-            "memory_cap_gib": status.memory_cap_gib, "vae_tiling": status.vae_tiling,
+            "memory_cap_gib": status.memory_cap_gib, "vae_tiling": status.vae_tiling, "sampler": status.sampler,
             "loaded": [
                 {"name": m.name, "source": m.source, "parameters_m": m.parameters / 1e6, "mib": m.bytes / 2**20,
                  "load_s": m.seconds}
@@ -155,7 +159,13 @@ class StudioService:
         with self.gpu_lock:
             try:
                 control.check()
-                return _gpu_call(func, self.registry, params, control)
+                self.registry.sampler_used = None
+                result = _gpu_call(func, self.registry, params, control)
+                if self.registry.sampler_used:  # the PNG parameters say which sampler really ran
+                    for image_params in result.params:
+                        if image_params.get("scheduler") in (None, "DDIM"):
+                            image_params["scheduler"] = SAMPLERS[self.registry.sampler_used]
+                return result
             except GenerationCancelled:
                 raise
             except ModelUnavailableError as error:

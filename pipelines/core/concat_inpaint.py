@@ -32,7 +32,7 @@ from pipelines.core.attention import (
     swapped_processors,
 )
 from pipelines.core.checkpoints import LoadReport, key_problems
-from pipelines.core.sampling import RunControl, check_steps, randn
+from pipelines.core.sampling import RunControl, check_steps, randn, step_kwargs
 from pipelines.preprocess.images import check_image, load_mask
 from pipelines.types import FIT_MODES, MAX_IMAGES, TRYON_CATEGORIES, CheckpointError
 
@@ -173,7 +173,7 @@ def concat_inpaint_denoise(
 
     scheduler.set_timesteps(config.num_inference_steps, device=device)
     latents = randn((batch, channels, 2 * height, width), gens, device, dtype) * scheduler.init_noise_sigma
-    step_kwargs = {"eta": config.eta} if "eta" in scheduler.step.__code__.co_varnames else {}
+    kwargs = step_kwargs(scheduler, config.eta)
     # The UNet reads no text: attn2 returns its input. A tiny dummy context satisfies the signature.
     context = torch.zeros((condition.shape[0], 1, unet.config.cross_attention_dim), device=device, dtype=dtype)
     timesteps = scheduler.timesteps
@@ -186,9 +186,9 @@ def concat_inpaint_denoise(
             if use_cfg:
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = noise_uncond + config.guidance_scale * (noise_cond - noise_uncond)
-            if config.eta > 0:  # per-image noise keeps image i reproducible on its own seed
-                step_kwargs["variance_noise"] = randn(latents.shape, gens, device, dtype)
-            latents = scheduler.step(noise, timestep, latents, **step_kwargs).prev_sample
+            if config.eta > 0 and kwargs:  # per-image noise keeps image i reproducible on its own seed
+                kwargs["variance_noise"] = randn(latents.shape, gens, device, dtype)
+            latents = scheduler.step(noise, timestep, latents, **kwargs).prev_sample
             if control is not None:
                 control.step(config.stage, index + 1, len(timesteps), latents[:, :, :height])
     return latents[:, :, :height]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import time
@@ -125,6 +126,11 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None) -> 
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
     return text_encoder(tokens.input_ids.to(device if device is not None else text_encoder.device))[0]
+
+
+def step_kwargs(scheduler, eta: float) -> dict:
+    """DDIM's ``eta`` for schedulers whose step takes one (DPM-Solver++ has none: it is deterministic)."""
+    return {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
 
 
 def check_steps(steps: int, low: int = 1, high: int = 500) -> None:

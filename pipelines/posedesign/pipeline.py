@@ -45,6 +45,7 @@ from pipelines.core.sampling import (
     mask_to_tensor,
     randn,
     resolve_seed,
+    step_kwargs,
     tensor_to_images,
     vae_decode,
     vae_encode,
@@ -264,7 +265,8 @@ class PoseDesignPipeline:
             eps = self.unet(model_input, timestep, encoder_hidden_states=context, **extra).sample
             uncond, cond = eps.chunk(2)
             eps = uncond + request.guidance_scale * (cond - uncond)
-            latents = scheduler.step(eps, timestep, latents, eta=request.eta, generator=gens[0]).prev_sample
+            latents = scheduler.step(eps, timestep, latents, generator=gens[0],
+                                     **step_kwargs(scheduler, request.eta)).prev_sample
             control.step(stage, index + 1, len(timesteps), latents)
         return latents
 

@@ -20,7 +20,7 @@ def status_markdown(service) -> str:
     ]
     cap = f" · cap {status['memory_cap_gib']:g} GiB" if status.get("memory_cap_gib") else ""
     lines.append(f"**Memory**: {status['memory_mode'].replace('_', ' ')} ({status['memory_why']}){cap}"
-                 + (" · VAE tiling on" if status.get("vae_tiling") else ""))
+                 + (" · VAE tiling on" if status.get("vae_tiling") else "") + f" · **sampler**: {status['sampler']}")
     if status["gpu"]:
         gpu = status["gpu"]
         lines.append(
@@ -57,7 +57,10 @@ def build_settings_tab(ctx: StudioContext) -> dict[str, Any]:
                                info="caps this process's CUDA memory, to try a small GPU on a big one")
         vae_tiling = gr.Checkbox(value=False, label="VAE tiling (large images, less memory)",
                                  elem_id="settings-vae-tiling")
-        apply_memory = gr.Button("Apply memory settings", elem_id="settings-memory-apply")
+        sampler = gr.Dropdown([("DDIM (the methods' own)", "ddim"), ("DPM-Solver++ 2M (~20 steps)", "dpmpp")],
+                              value="ddim", label="Sampler", elem_id="settings-sampler",
+                              info="DPM-Solver++ reaches in ~20 steps what DDIM does in ~50; it ignores DDIM eta")
+        apply_memory = gr.Button("Apply", elem_id="settings-memory-apply")
     info = gr.Markdown(status_markdown(service), elem_id="settings-status")
 
     def on_switch(name):
@@ -68,20 +71,20 @@ def build_settings_tab(ctx: StudioContext) -> dict[str, Any]:
         gr.Info(message)
         return status_markdown(service)
 
-    def on_memory(mode, cap, tiling):
+    def on_memory(mode, cap, tiling, sampler_name):
         try:
-            message = service.configure_memory(mode, float(cap) if cap else None, bool(tiling))
+            message = service.configure_memory(mode, float(cap) if cap else None, bool(tiling), sampler_name)
         except UserError as error:
             raise gr.Error(str(error))
         gr.Info(message)
         return status_markdown(service)
 
     switch.click(on_switch, preset, info, concurrency_id="gpu")
-    apply_memory.click(on_memory, [memory_mode, memory_cap, vae_tiling], info, concurrency_id="gpu")
+    apply_memory.click(on_memory, [memory_mode, memory_cap, vae_tiling, sampler], info, concurrency_id="gpu")
     use_tiny.click(lambda: (service.switch_preset("tiny"), status_markdown(service))[1], None, info,
                    concurrency_id="gpu").then(lambda: "tiny", None, preset)
     refresh.click(lambda: status_markdown(service), None, info, queue=False)
     # Keep the memory/loaded-model table current while the studio works in other tabs.
     gr.Timer(4.0).tick(lambda: status_markdown(service), None, info, queue=False, show_progress="hidden")
     return {"status": info, "preset": preset, "memory_mode": memory_mode, "memory_cap": memory_cap,
-            "vae_tiling": vae_tiling}
+            "vae_tiling": vae_tiling, "sampler": sampler}

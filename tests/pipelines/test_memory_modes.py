@@ -77,3 +77,25 @@ def test_model_offload_frees_the_gpu_after_a_task(models_dir):
     resident = StudioService("tiny", models_dir=models_dir, memory_mode="resident")
     resident.run("pose_design", DRAFT)
     assert held < torch.cuda.memory_allocated() - held
+
+
+def test_dpm_solver_sampler_runs_every_sd15_task_and_is_recorded(service, tmp_path):
+    from PIL import Image
+
+    ddim = service.run("pose_design", DRAFT)
+    assert ddim.params[0]["scheduler"] == "DDIM"
+    assert "sampler DPM-Solver++ 2M" in service.configure_memory(sampler="dpmpp")
+    dpm = service.run("pose_design", DRAFT)
+    assert dpm.params[0]["scheduler"] == "DPM-Solver++ 2M"
+    assert not np.array_equal(np.asarray(dpm.images[0]), np.asarray(ddim.images[0]))
+    person = Image.new("RGB", (96, 128), (200, 180, 160))
+    garment = Image.new("RGB", (96, 128), (30, 60, 200))
+    mask = Image.new("L", (96, 128), 0)
+    mask.paste(255, (20, 30, 76, 90))
+    steps = []
+    tryon = service.run("tryon", {"person": person, "garment": garment, "mask": mask, "num_inference_steps": 3,
+                                  "eta": 1.0}, callback=steps.append)  # CatVTON's DDIM eta 1: unused by DPM-Solver++
+    assert tryon.images and steps[-1].total == 3 and tryon.params[0]["scheduler"] == "DPM-Solver++ 2M"
+    with pytest.raises(UserError, match="sampler 'euler' must be one of ddim, dpmpp"):
+        service.configure_memory(sampler="euler")
+    assert service.registry.sampler == "dpmpp"
