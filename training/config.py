@@ -297,6 +297,32 @@ class GarmentMethodConfig(TrainConfig):
 
 
 @dataclass
+class MiniBaseConfig(TrainConfig):
+    """GarmentBench-mini: train a small base model FROM SCRATCH on synthetic data (training/synthetic.py), one
+    part per run: ``vae`` (the autoencoder, on every image of the dataset) or ``unet`` (text-to-image on the
+    GarmentBench captions, on the trained ``vae``). The architecture comes from ``pretrained_model``'s configs
+    (its weights are not used)."""
+
+    pretrained_model: str = _f("", "SD-layout folder whose unet/ vae/ text_encoder/ tokenizer/ configs set the "
+                                   "architecture (weights re-initialised)")
+    part: str = _f("vae", "what this run trains", choices=("vae", "unet"))
+    vae: str | None = _f(None, "part unet: the trained VAE folder (a part-vae run's final/vae)")
+    height: int = _f(80, "training height in pixels (multiple of 8)", (32, 1024))
+    width: int = _f(64, "training width in pixels (multiple of 8)", (32, 1024))
+    learning_rate: float = _f(5e-4, "peak learning rate (from scratch: high)", (1e-10, 1.0))
+    adam_weight_decay: float = _f(0.0, "AdamW weight decay", (0.0, 1.0))
+    kl_weight: float = _f(1e-6, "part vae: weight of the KL term", (0.0, 1.0))
+    drop_text_prob: float = _f(0.1, "part unet: probability of an empty caption (the CFG branch)", (0.0, 1.0))
+    sample_guidance_scale: float = _f(5.0, "CFG scale of the sample images", (0.0, 30.0))
+
+    def validate(self) -> None:
+        super().validate()
+        check_multiple_of_8(self, "height", "width")
+        if self.part == "unet" and not self.vae:
+            raise ConfigError("vae: part 'unet' trains on a trained VAE; give the part-vae run's final/vae folder")
+
+
+@dataclass
 class ColourAdapterConfig(GarmentMethodConfig):
     """IMAGGarment colour adapter: image_proj + to_k_ip/to_v_ip on a frozen SD1.5 UNet (color_pair.json)."""
 

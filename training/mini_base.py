@@ -1,0 +1,277 @@
+"""GarmentBench-mini base models: a small VAE and a small text-to-image UNet trained FROM SCRATCH on synthetic data.
+
+The first two stages of the mini stack (issue #10); every later method (colour adapter, GAM, LEM, try-on,
+try-off, dressing) trains with its own trainer on top of what these write. One part per run::
+
+    part vae    every image of the dataset (garments, sketches, logos, people; not masks)   -> final/vae/
+                loss = MSE(decode(z), x) + kl_weight * KL(q(z|x) || N(0, 1)),  z ~ q(z|x)
+    part unet   GarmentBench captions -> garments, on the frozen trained VAE                 -> final/ (SD layout)
+                the text encoder and tokenizer of ``pretrained_model``'s architecture, random and FROZEN
+                (distinct captions still give distinct features; the UNet learns to read them)
+                loss = MSE(eps_theta(z_t, t, text), eps), captions dropped with drop_text_prob (CFG)
+
+``pretrained_model`` only gives the architecture (its configs; every weight is re-initialised from
+``seed``). Output of part unet: ``final/{unet,vae,text_encoder,tokenizer,scheduler}/`` + ``model_index.json``,
+a StableDiffusionPipeline folder the studio's presets and the other trainers load like any SD1.5 model.
+The VAE's ``scaling_factor`` is measured on the data (1 / std of the latents) when part vae exports.
+
+Run alone:  python -m training.mini_base --config cfg.yaml [--run-id ID --store DB]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines.core.sampling import encode_prompts
+from training.common import TrainerContext, endless, run_cli, write_model_card
+from training.config import ConfigError, MiniBaseConfig
+from training.garmentbench import load_garmentbench, load_rgb_sized
+from training.toolkit import (
+    checkpoint_saver,
+    export_on_main,
+    make_optimizer,
+    noisy_latents,
+    resume,
+    save_sample,
+    setup_accelerator,
+    train_loop,
+)
+
+logger = logging.getLogger(__name__)
+
+METHOD = "mini_base"
+SKIPPED_FOLDERS = {"mask", "masks", "silhouette", "color"}  # not pictures the VAE must draw (swatches go to CLIP)
+
+
+# -- data -----------------------------------------------------------------------------------------------
+def vae_images(root: str | Path) -> list[Path]:
+    """Every PNG/JPEG under ``root`` except masks, silhouettes and colour swatches (sorted)."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+                   and not SKIPPED_FOLDERS & {part.lower() for part in p.relative_to(root).parts[:-1]})
+    if not files:
+        raise ConfigError(f"dataset: {root} holds no images for the VAE")
+    return files
+
+
+class ImageDataset(Dataset):
+    def __init__(self, files: list[Path], width: int, height: int) -> None:
+        self.files, self.width, self.height = files, width, height
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"pixel_values": load_rgb_sized(self.files[index], self.width, self.height), "caption": ""}
+
+
+class CaptionDataset(Dataset):
+    def __init__(self, records, width: int, height: int) -> None:
+        self.records, self.width, self.height = records, width, height
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        return {"pixel_values": load_rgb_sized(record["cloth"], self.width, self.height),
+                "caption": random.choice(record.captions)}
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "captions": [e["caption"] for e in examples]}
+
+
+# -- models ---------------------------------------------------------------------------------------------
+def fresh_models(config: MiniBaseConfig) -> dict[str, Any]:
+    """The architecture of ``pretrained_model`` with fresh weights (seeded); part unet loads the trained VAE."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    location = Path(config.pretrained_model)
+    torch.manual_seed(config.seed)
+    models: dict[str, Any] = {"noise_scheduler": DDPMScheduler.from_pretrained(location, subfolder="scheduler")}
+    if config.part == "vae":
+        models["vae"] = AutoencoderKL.from_config(AutoencoderKL.load_config(location, subfolder="vae"))
+        return models
+    models["vae"] = AutoencoderKL.from_pretrained(config.vae)
+    models["unet"] = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(location, subfolder="unet"))
+    models["tokenizer"] = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer")
+    models["text_encoder"] = CLIPTextModel(CLIPTextConfig.from_pretrained(location, subfolder="text_encoder"))
+    if models["unet"].config.cross_attention_dim != models["text_encoder"].config.hidden_size:
+        raise ConfigError("pretrained_model: the UNet's cross_attention_dim differs from the text encoder's width")
+    return models
+
+
+# -- training -------------------------------------------------------------------------------------------
+def train(context: TrainerContext) -> None:
+    """One part of the mini base model, top to bottom."""
+    config: MiniBaseConfig = context.config  # type: ignore[assignment]
+
+    # 1. device and precision (one process: the mini models train on a CPU in minutes)
+    accelerator, weight_dtype = setup_accelerator(config)
+    device = accelerator.device
+
+    # 2. models: the trained part in fp32; for part unet the VAE and text encoder frozen
+    models = fresh_models(config)
+    vae, noise_scheduler = models["vae"].to(device), models["noise_scheduler"]
+    if config.part == "vae":
+        trained = {"vae": vae}
+    else:
+        vae.requires_grad_(False).eval()
+        models["text_encoder"].requires_grad_(False).eval().to(device)
+        trained = {"unet": models["unet"].to(device)}
+
+    # 3. data
+    if config.part == "vae":
+        dataset: Dataset = ImageDataset(vae_images(config.dataset), config.width, config.height)
+    else:
+        dataset = CaptionDataset(load_garmentbench(config.dataset, "gam", extract_to=context.run_dir / "dataset"),
+                                 config.width, config.height)
+    loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
+                        num_workers=config.dataloader_workers, generator=torch.Generator().manual_seed(config.seed))
+    logger.info("part %s: %d training images", config.part, len(dataset))
+
+    # 4. resume, 5. optimizer
+    checkpoint, start_step = resume(config, trained)
+    module = next(iter(trained.values()))
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
+    module, optimizer, lr_scheduler = accelerator.prepare(module, optimizer, lr_scheduler)
+    logger.info("trainable parameters: %.2fM", sum(p.numel() for p in parameters) / 1e6)
+
+    def vae_loss(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        pixels = batch["pixel_values"].to(device)  # (B, 3, H, W) in [-1, 1]
+        posterior = module.encode(pixels).latent_dist
+        reconstruction = module.decode(posterior.sample()).sample
+        mse = F.mse_loss(reconstruction, pixels)
+        kl = posterior.kl().mean() / pixels[0].numel()
+        return {"loss": mse + config.kl_weight * kl, "mse": mse.detach(), "kl": kl.detach()}
+
+    scaling = vae.config.scaling_factor
+
+    def unet_loss(batch: dict[str, Any]) -> torch.Tensor:
+        pixels = batch["pixel_values"].to(device)
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * scaling  # (B, 4, H/8, W/8)
+            captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
+            text = encode_prompts(models["tokenizer"], models["text_encoder"], captions, device)  # (B, 77, D)
+        _, timesteps, noisy, target = noisy_latents(latents, noise_scheduler)
+        prediction = module(noisy, timesteps, encoder_hidden_states=text).sample
+        return F.mse_loss(prediction, target)
+
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler,
+                            lambda: {config.part: accelerator.unwrap_model(module)},
+                            {"part": config.part, "architecture": config.pretrained_model})
+
+    def sample(step: int) -> list[Path]:
+        return write_samples(context, config, models, accelerator.unwrap_model(module), dataset, step)
+
+    # 6. the loop
+    module.train()
+    step = train_loop(context, config, accelerator, module, optimizer, lr_scheduler, parameters, endless(loader),
+                      vae_loss if config.part == "vae" else unet_loss, save, sample, start_step)
+
+    # 7. export
+    export_on_main(context, accelerator, export_final, context, config, models, accelerator.unwrap_model(module),
+                   dataset, step)
+
+
+# -- samples and export ---------------------------------------------------------------------------------
+@torch.no_grad()
+def write_samples(context: TrainerContext, config: MiniBaseConfig, models: dict[str, Any], module, dataset,
+                  step: int) -> list[Path]:
+    """part vae: originals | reconstructions of the first images; part unet: text-to-image from the captions."""
+    from PIL import Image
+
+    from pipelines.core.sampling import tensor_to_images
+
+    was_training = module.training
+    module.eval()
+    try:
+        if config.part == "vae":
+            pixels = torch.stack([dataset[i]["pixel_values"] for i in range(min(4, len(dataset)))])
+            pixels = pixels.to(next(module.parameters()).device)
+            images = tensor_to_images(torch.cat([pixels, module.decode(module.encode(pixels).latent_dist.mode()).sample]))
+            strip = Image.new("RGB", (config.width * len(pixels), config.height * 2), "white")
+            for index, image in enumerate(images):
+                strip.paste(image, ((index % len(pixels)) * config.width, (index // len(pixels)) * config.height))
+            return [save_sample(context, strip, 0, step, {"part": "vae", "rows": "originals / reconstructions"})]
+        prompts = config.sample_prompts or [dataset.records[0].captions[0]]
+        return [save_sample(context, image, index, step, {"prompt": prompt, "part": "unet"})
+                for index, (prompt, image) in enumerate(zip(prompts, generate(models, module, prompts, config)))]
+    finally:
+        if was_training:
+            module.train()
+
+
+@torch.no_grad()
+def generate(models: dict[str, Any], unet, prompts: list[str], config: MiniBaseConfig, seed: int | None = None):
+    """Text-to-image with DDIM + CFG on the mini models (samples and the learning checks)."""
+    from pipelines.core.sampling import tensor_to_images, vae_decode
+    from training.garmentbench import ddim_factory
+
+    device = next(unet.parameters()).device
+    scheduler = ddim_factory(models["noise_scheduler"])()
+    scheduler.set_timesteps(config.sample_steps, device=device)
+    generator = torch.Generator().manual_seed(config.sample_seed if seed is None else seed)
+    latents = torch.randn((len(prompts), 4, config.height // 8, config.width // 8), generator=generator).to(device)
+    text = encode_prompts(models["tokenizer"], models["text_encoder"], [""] * len(prompts) + list(prompts), device)
+    for timestep in scheduler.timesteps:
+        eps = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=text).sample
+        uncond, cond = eps.chunk(2)
+        latents = scheduler.step(uncond + config.sample_guidance_scale * (cond - uncond), timestep, latents).prev_sample
+    return tensor_to_images(vae_decode(models["vae"], latents))
+
+
+@torch.no_grad()
+def measured_scaling(vae, dataset, count: int = 64) -> float:
+    """1 / std of the VAE's latents over the first ``count`` images (what SD's 0.18215 is for its VAE)."""
+    device = next(vae.parameters()).device
+    pixels = torch.stack([dataset[i]["pixel_values"] for i in range(min(count, len(dataset)))]).to(device)
+    return float(1.0 / vae.encode(pixels).latent_dist.mode().std().clamp_min(1e-6))
+
+
+def export_final(context: TrainerContext, config: MiniBaseConfig, models: dict[str, Any], module, dataset,
+                 step: int) -> Path:
+    final = context.final_dir
+    final.mkdir(parents=True, exist_ok=True)
+    if config.part == "vae":
+        module.register_to_config(scaling_factor=measured_scaling(module, dataset))
+        module.save_pretrained(final / "vae", safe_serialization=True)
+        weights: dict[str, str] = {}  # a whole-folder model
+    else:
+        module.save_pretrained(final / "unet", safe_serialization=True)
+        models["vae"].save_pretrained(final / "vae", safe_serialization=True)
+        models["text_encoder"].save_pretrained(final / "text_encoder", safe_serialization=True)
+        models["tokenizer"].save_pretrained(final / "tokenizer")
+        scheduler_dir = Path(config.pretrained_model) / "scheduler"
+        shutil.copytree(scheduler_dir, final / "scheduler", dirs_exist_ok=True)
+        (final / "model_index.json").write_text(json.dumps({
+            "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "DDIMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+        weights = {}
+    write_model_card(final, {"kind": f"mini_{config.part}", "method": METHOD, "weights": weights,
+                             "format": "diffusers", "base_model": config.pretrained_model, "height": config.height,
+                             "width": config.width, "steps": step, "run_id": context.run_id})
+    logger.info("final %s written to %s", config.part, final)
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(METHOD, MiniBaseConfig, train, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
