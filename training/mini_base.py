@@ -119,6 +119,8 @@ def train(context: TrainerContext) -> None:
     config: MiniBaseConfig = context.config  # type: ignore[assignment]
 
     # 1. device and precision (one process: the mini models train on a CPU in minutes)
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)  # tiny convolutions: extra threads mostly add contention
     accelerator, weight_dtype = setup_accelerator(config)
     device = accelerator.device
 
