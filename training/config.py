@@ -313,6 +313,7 @@ class MiniBaseConfig(TrainConfig):
     adam_weight_decay: float = _f(0.0, "AdamW weight decay", (0.0, 1.0))
     kl_weight: float = _f(1e-6, "part vae: weight of the KL term", (0.0, 1.0))
     drop_text_prob: float = _f(0.1, "part unet: probability of an empty caption (the CFG branch)", (0.0, 1.0))
+    train_text_encoder: bool = _f(True, "part unet: train the (small, from scratch) text encoder with the UNet")
     sample_guidance_scale: float = _f(5.0, "CFG scale of the sample images", (0.0, 30.0))
     cpu_threads: int = _f(0, "torch CPU threads (0 = torch's default; 1 avoids oversubscribed small models)", (0, 256))
 

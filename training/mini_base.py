@@ -131,8 +131,11 @@ def train(context: TrainerContext) -> None:
         trained = {"vae": vae}
     else:
         vae.requires_grad_(False).eval()
-        models["text_encoder"].requires_grad_(False).eval().to(device)
+        text_encoder = models["text_encoder"].to(device)
+        text_encoder.requires_grad_(config.train_text_encoder)
         trained = {"unet": models["unet"].to(device)}
+        if config.train_text_encoder:
+            trained["text_encoder"] = text_encoder
 
     # 3. data
     if config.part == "vae":
@@ -146,11 +149,11 @@ def train(context: TrainerContext) -> None:
 
     # 4. resume, 5. optimizer
     checkpoint, start_step = resume(config, trained)
-    module = next(iter(trained.values()))
-    parameters = [p for p in module.parameters() if p.requires_grad]
+    parameters = [p for m in trained.values() for p in m.parameters() if p.requires_grad]
     optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
-    module, optimizer, lr_scheduler = accelerator.prepare(module, optimizer, lr_scheduler)
-    logger.info("trainable parameters: %.2fM", sum(p.numel() for p in parameters) / 1e6)
+    optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
+    module = next(iter(trained.values()))  # the VAE or the UNet (one process: no wrapping needed)
+    logger.info("trainable parameters: %.2fM (%s)", sum(p.numel() for p in parameters) / 1e6, ", ".join(trained))
 
     def vae_loss(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         pixels = batch["pixel_values"].to(device)  # (B, 3, H, W) in [-1, 1]
@@ -166,27 +169,29 @@ def train(context: TrainerContext) -> None:
         pixels = batch["pixel_values"].to(device)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * scaling  # (B, 4, H/8, W/8)
-            captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
+        captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
+        with torch.set_grad_enabled(config.train_text_encoder):
             text = encode_prompts(models["tokenizer"], models["text_encoder"], captions, device)  # (B, 77, D)
         _, timesteps, noisy, target = noisy_latents(latents, noise_scheduler)
         prediction = module(noisy, timesteps, encoder_hidden_states=text).sample
         return F.mse_loss(prediction, target)
 
-    save = checkpoint_saver(context, config, optimizer, lr_scheduler,
-                            lambda: {config.part: accelerator.unwrap_model(module)},
+    save = checkpoint_saver(context, config, optimizer, lr_scheduler, lambda: dict(trained),
                             {"part": config.part, "architecture": config.pretrained_model})
 
     def sample(step: int) -> list[Path]:
-        return write_samples(context, config, models, accelerator.unwrap_model(module), dataset, step)
+        return write_samples(context, config, models, module, dataset, step)
 
     # 6. the loop
-    module.train()
-    step = train_loop(context, config, accelerator, module, optimizer, lr_scheduler, parameters, endless(loader),
-                      vae_loss if config.part == "vae" else unet_loss, save, sample, start_step)
+    for part in trained.values():
+        part.train()
+    loss = vae_loss if config.part == "vae" else unet_loss
+    step = train_loop(context, config, accelerator, tuple(trained.values()), optimizer, lr_scheduler, parameters,
+                      endless(loader), loss, save, sample, start_step)
 
     # 7. export
-    export_on_main(context, accelerator, export_final, context, config, models, accelerator.unwrap_model(module),
-                   dataset, step)
+    models["text_encoder"] = trained.get("text_encoder", models.get("text_encoder"))
+    export_on_main(context, accelerator, export_final, context, config, models, module, dataset, step)
 
 
 # -- samples and export ---------------------------------------------------------------------------------

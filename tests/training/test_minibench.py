@@ -34,7 +34,8 @@ def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     assert main(["evaluate", "--out", str(root), "--samples", "2"]) == 0
     result = json.loads((root / "evaluation.json").read_text())
     assert result["samples"] == 2 and len(result["rows"]) == 2
-    for key in ("caption_ciede2000", "ablation_ciede2000", "caption_iou", "ablation_iou"):
+    for key in ("caption_ciede2000", "ablation_ciede2000", "vae_ciede2000", "data_ciede2000", "caption_iou",
+                "ablation_iou"):
         assert np.isfinite(result["summary"][key])
     assert main(["evaluate", "--out", str(tmp_path / "nothing")]) == 2
 
