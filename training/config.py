@@ -314,6 +314,8 @@ class MiniBaseConfig(TrainConfig):
     kl_weight: float = _f(1e-6, "part vae: weight of the KL term", (0.0, 1.0))
     drop_text_prob: float = _f(0.1, "part unet: probability of an empty caption (the CFG branch)", (0.0, 1.0))
     train_text_encoder: bool = _f(True, "part unet: train the (small, from scratch) text encoder with the UNet")
+    vae_width: int = _f(0, "part vae: channels of the VAE's first level, the others 2x (0 = the architecture's)",
+                        (0, 512))
     sample_guidance_scale: float = _f(5.0, "CFG scale of the sample images", (0.0, 30.0))
     cpu_threads: int = _f(0, "torch CPU threads (0 = torch's default; 1 avoids oversubscribed small models)", (0, 256))
 
@@ -322,6 +324,10 @@ class MiniBaseConfig(TrainConfig):
         check_multiple_of_8(self, "height", "width")
         if self.part == "unet" and not self.vae:
             raise ConfigError("vae: part 'unet' trains on a trained VAE; give the part-vae run's final/vae folder")
+        if self.part != "vae" and self.vae_width:
+            raise ConfigError("vae_width: only part 'vae' builds a VAE; the UNet trains on the given one")
+        if self.vae_width % 8:
+            raise ConfigError(f"vae_width: {self.vae_width} is not a multiple of 8 (GroupNorm groups)")
 
 
 @dataclass

@@ -102,7 +102,11 @@ def fresh_models(config: MiniBaseConfig) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     models: dict[str, Any] = {"noise_scheduler": DDPMScheduler.from_pretrained(location, subfolder="scheduler")}
     if config.part == "vae":
-        models["vae"] = AutoencoderKL.from_config(AutoencoderKL.load_config(location, subfolder="vae"))
+        vae_config = dict(AutoencoderKL.load_config(location, subfolder="vae"))
+        if config.vae_width:
+            levels = len(vae_config["block_out_channels"])
+            vae_config["block_out_channels"] = [config.vae_width] + [2 * config.vae_width] * (levels - 1)
+        models["vae"] = AutoencoderKL.from_config(vae_config)
         return models
     models["vae"] = AutoencoderKL.from_pretrained(config.vae)
     models["unet"] = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(location, subfolder="unet"))

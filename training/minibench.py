@@ -53,13 +53,13 @@ class Stage:
     steps: int
 
 
-def stages(root: Path, architecture: Path) -> list[Stage]:
+def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
     data = root / "data" / "train" / "garmentbench"
     common = {"pretrained_model": str(architecture), "dataset": str(data), "device": "cpu", "height": SIZE[1],
               "width": SIZE[0], "train_batch_size": 16, "save_every": 200, "sample_every": 0, "sample_steps": 20,
               "learning_rate": 1e-3, "lr_scheduler": "cosine", "lr_warmup_steps": 20, "cpu_threads": 1}
     return [
-        Stage("vae", {**common, "part": "vae"}, 1200),
+        Stage("vae", {**common, "part": "vae", "vae_width": vae_width}, 1200),
         Stage("base", {**common, "part": "unet", "vae": str(final_dir(root, "vae") / "vae")}, 3000),
     ]
 
@@ -77,7 +77,8 @@ def attempts_of(folder: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48) -> dict[str, Any]:
+def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48,
+          vae_width: int = 0) -> dict[str, Any]:
     from pipelines.core.tiny import build_tiny_model_set
     from training.mini_base import main as mini_base_main
     from training.synthetic import main as synthetic_main
@@ -96,7 +97,7 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
             timings[f"data_{split}"] = time.perf_counter() - start
     architecture = build_tiny_model_set(root / "architecture") / "base"
     # 2.. the trained stages, each resumable
-    for stage in stages(root, architecture):
+    for stage in stages(root, architecture, vae_width):
         if final_dir(root, stage.name).exists():
             logger.info("stage %s: done (%s)", stage.name, final_dir(root, stage.name))
             continue
@@ -189,12 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     parser.add_argument("--train-count", type=int, default=600)
     parser.add_argument("--samples", type=int, default=48, help="held-out captions to evaluate")
+    parser.add_argument("--vae-width", type=int, default=0, help="the VAE's first-level channels (0 = the tiny 8)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     root = Path(args.out)
     try:
         if args.command == "train":
-            print(json.dumps(train(root, args.steps_scale, args.train_count, max(args.samples, 8)), indent=2))
+            print(json.dumps(train(root, args.steps_scale, args.train_count, max(args.samples, 8), args.vae_width),
+                             indent=2))
         else:
             print(json.dumps(evaluate(root, args.samples)["summary"], indent=2))
     except (RuntimeError, FileNotFoundError, ValueError) as error:

@@ -69,6 +69,14 @@ def test_config_and_data_refusals(data, tiny_models, tmp_path):
         load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "unet"})
     with pytest.raises(ConfigError, match="part"):
         load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "everything"})
+    with pytest.raises(ConfigError, match="vae_width: only part 'vae'"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "unet", "vae": "v", "vae_width": 16})
+    with pytest.raises(ConfigError, match="not a multiple of 8"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "vae_width": 12})
+    from training.mini_base import fresh_models
+
+    wide = load_config(MiniBaseConfig, {"pretrained_model": str(tiny_models / "base"), "dataset": "d", "vae_width": 16})
+    assert list(fresh_models(wide)["vae"].config.block_out_channels) == [16, 32, 32, 32]
     files = vae_images(data)
     assert files and not [f for f in files if {"mask", "silhouette", "color"} & set(f.parts)]
     (tmp_path / "empty").mkdir()
