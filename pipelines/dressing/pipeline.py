@@ -433,9 +433,7 @@ def run_pose_task(registry, params: dict[str, Any], control: RunControl):
     if params.get("preset"):
         image, source = draw_openpose(load_pose_preset(params["preset"]).keypoints, width, height), f"preset {params['preset']}"
     elif params.get("photo") is not None:
-        estimator = registry.shared(
-            "pose_estimator", lambda: PoseEstimator(registry.preset.openpose_annotator), "pose estimator"
-        )
+        estimator = PoseEstimator.shared(registry)
         result = estimator.estimate(params["photo"], width, height)
         image, source = result.image, result.source
     else:

@@ -70,7 +70,6 @@ from pipelines.types import (
 logger = logging.getLogger(__name__)
 
 GUESS_DECAY = 0.825  # the cldm app's guess-mode scale per residual: strength * 0.825 ** (12 - i)
-POSE_ESTIMATOR = "pose_estimator"  # registry key shared with every tab that reads poses
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -386,8 +385,7 @@ def pose_for(registry, params: dict[str, Any], width: int, height: int) -> tuple
         keypoints = load_pose_preset(params["pose_preset"]).keypoints
         return draw_openpose(keypoints, width, height), keypoints, f"preset {params['pose_preset']}"
     if params.get("pose_photo") is not None:
-        estimator = registry.shared(POSE_ESTIMATOR, lambda: PoseEstimator(registry.preset.openpose_annotator),
-                                    "pose estimator")
+        estimator = PoseEstimator.shared(registry)
         result = estimator.estimate(load_image(params["pose_photo"], name="pose photo"), width, height)
         return result.image, result.keypoints, result.source
     if params.get("pose_image") is not None:
@@ -428,8 +426,7 @@ def run_edit_task(registry, params: dict[str, Any], control: RunControl) -> Task
     request = AttributeEditRequest(**params)
     if request.mask is None and request.keypoints is None:
         image = load_image(request.image, name="image to edit")
-        estimator = registry.shared(POSE_ESTIMATOR, lambda: PoseEstimator(registry.preset.openpose_annotator),
-                                    "pose estimator")
+        estimator = PoseEstimator.shared(registry)
         try:
             request.keypoints = estimator.estimate(photo if photo is not None else image).keypoints
         except ValueError as error:
@@ -447,8 +444,7 @@ def run_region_task(registry, params: dict[str, Any], control: RunControl) -> Ta
     keypoints = params.get("keypoints")
     source = "the draft's pose"
     if keypoints is None:
-        estimator = registry.shared(POSE_ESTIMATOR, lambda: PoseEstimator(registry.preset.openpose_annotator),
-                                    "pose estimator")
+        estimator = PoseEstimator.shared(registry)
         result = estimator.estimate(image)
         keypoints, source = result.keypoints, result.source
     region = attribute_region(keypoints, image.size, params.get("category", "Dress"), params.get("attribute", "length"))

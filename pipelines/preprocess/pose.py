@@ -236,6 +236,13 @@ class PoseEstimator:
     first :meth:`estimate`.
     """
 
+    SHARED_KEY = "pose_estimator"  # the one estimator every tab's registry shares
+
+    @classmethod
+    def shared(cls, registry) -> "PoseEstimator":
+        """The registry's shared estimator for its preset's OpenPose weights (built on first use)."""
+        return registry.shared(cls.SHARED_KEY, lambda: cls(registry.preset.openpose_annotator), "pose estimator")
+
     def __init__(self, location: str | Path | None = DEFAULT_OPENPOSE_LOCATION, device: str = "cpu") -> None:
         self.location = None if location is None else str(location)
         self.device = device

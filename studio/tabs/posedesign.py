@@ -28,6 +28,7 @@ from studio.components import (
     GENERATE,
     GPU_QUEUE,
     StudioContext,
+    form_inputs,
     load_params,
     raise_user_error,
     seed_value,
@@ -93,8 +94,8 @@ def edit_request(values: dict[str, Any], attribute: str) -> dict[str, Any]:
         if painted is None:
             raise ValueError("Region is 'Painted' but nothing is painted: paint over the part to change.")
         params["mask"] = painted
-    elif remembered_keypoints(values["keypoints"], image):
-        params["keypoints"] = remembered_keypoints(values["keypoints"], image)
+    elif (keypoints := remembered_keypoints(values["keypoints"], image)) is not None:
+        params["keypoints"] = keypoints
     return params
 
 
@@ -227,9 +228,6 @@ def build_posedesign_tab(ctx: StudioContext) -> dict[str, Any]:
                  **{name: f[name] for name in ("edit_image", "keypoints", "edit_prompt", "region_source",
                                                "paste_mode", "edit_strength", "edit_steps")}}
 
-    def inputs(form):
-        return set(form.values()) | ({ctx.user_id} if ctx.user_id is not None else set())
-
     # ---- draft
     def on_draft(values, request: gr.Request):
         user_id = visitor_id(values.get(ctx.user_id), request)
@@ -243,7 +241,8 @@ def build_posedesign_tab(ctx: StudioContext) -> dict[str, Any]:
                        f"seed {result.params[0]['seed']}.",
                progress_bar: 1.0, skeleton: result.extras.get("pose_image"), gallery: ctx.outputs.list(user_id, DRAFTS)}
 
-    draft.click(on_draft, inputs(draft_form), [status, progress_bar, preview, skeleton, gallery], **GENERATE)
+    draft.click(on_draft, form_inputs(ctx, draft_form), [status, progress_bar, preview, skeleton, gallery],
+                **GENERATE)
     f["pose_preset"].change(lambda name: "Preset" if name else gr.update(), f["pose_preset"], f["pose_source"], queue=False)
     f["pose_photo"].upload(lambda photo: "Photo", f["pose_photo"], f["pose_source"], queue=False)
     wire_stop(stop, status)
@@ -297,8 +296,8 @@ def build_posedesign_tab(ctx: StudioContext) -> dict[str, Any]:
         return on_edit
 
     for attribute, button in buttons.items():
-        button.click(editor_for(attribute), inputs(edit_form), [edit_status, edit_progress, edit_preview, edits],
-                     **GENERATE)
+        button.click(editor_for(attribute), form_inputs(ctx, edit_form),
+                     [edit_status, edit_progress, edit_preview, edits], **GENERATE)
     wire_stop(edit_stop, edit_status)
     wire_gallery(ctx, edits, edit_selected, edit_details)
     wire_send(ctx, send_tryon, edit_selected, "tryon_garment", "try-on")
