@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parent
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Atelier fashion design studio")
     parser.add_argument("--preset", default=os.environ.get("ATELIER_PRESET", "auto"),
-                        help="model preset: sd15 (real weights), tiny (offline random weights), or auto "
-                             "(sd15 on a CUDA GPU, else tiny)")
+                        help="model preset: sd15 (real weights), mini (small models trained offline), tiny "
+                             "(random weights, for tests), or auto (sd15 on a CUDA GPU that can get its weights, "
+                             "else mini when shipped, else tiny)")
     parser.add_argument("--host", default=os.environ.get("ATELIER_HOST", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ATELIER_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     parser.add_argument("--outputs", default=os.environ.get("ATELIER_OUTPUTS", str(REPO / "outputs")))
@@ -38,11 +39,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def choose_preset(name: str) -> str:
+    """``auto``: the real models where they can run (a CUDA GPU, weights cached or the Hub reachable), else the
+    shipped GarmentBench-mini models, else the random tiny set."""
     if name != "auto":
         return name
     import torch
 
-    return "sd15" if torch.cuda.is_available() else "tiny"
+    from pipelines.core.presets import available_presets
+    from pipelines.service import StudioService
+
+    if torch.cuda.is_available() and StudioService.preset_problems_of("sd15") is None:
+        return "sd15"
+    if "mini" in available_presets() and StudioService.preset_problems_of("mini") is None:
+        return "mini"
+    return "tiny"
 
 
 def build(args: argparse.Namespace):

@@ -108,12 +108,27 @@ class StudioService:
             self.registry = new
         return f"Switched to preset '{name}'. Models load on first use."
 
+    def banner(self) -> str:
+        """The current preset's notice for the top of the page (empty for none)."""
+        return self.registry.preset.banner
+
     def preset_problems(self, name: str | None = None) -> str | None:
         """None when the preset's models are local, cached or downloadable; else a sentence with the fix."""
-        preset = load_preset(name or self.preset_name)
+        return self.preset_problems_of(name or self.preset_name)
+
+    @staticmethod
+    def preset_problems_of(name: str) -> str | None:
+        """:meth:`preset_problems` for any preset by name or path (no service needed: app start-up asks it)."""
+        preset = load_preset(name)
         if preset.tiny:
             return None
         locations = [preset.base_model, preset.vae, preset.image_encoder, preset.inpaint_model]
+        # shipped weights (absolute paths, e.g. "{here}/...") must be on disk: no download can bring them
+        files = [c.location for c in preset.checkpoints.values() if Path(c.location).is_absolute()]
+        lost = [loc for loc in locations + files if loc and Path(loc).is_absolute() and not Path(loc).exists()]
+        if lost:
+            return (f"The '{preset.name}' preset's files are missing ({', '.join(lost)}). Fix: restore them (git "
+                    f"checkout), or rebuild the mini preset with `python -m training.minibench`.")
         missing = [loc for loc in locations if loc and not _local_or_cached(loc)]
         if missing and not hub_reachable():
             return (

@@ -38,6 +38,9 @@ def build_ui(service: Any, outputs: OutputStore, runs: Any = None) -> gr.Blocks:
         )
         user_id = gr.BrowserState("", storage_key="atelier_user")
         ctx = StudioContext(service=service, outputs=outputs, user_id=user_id, runs=runs)
+        banner = service.banner()
+        if banner:
+            gr.Markdown(f"ℹ️ {banner}", elem_id="preset-banner")
         problem = service.preset_problems()
         if problem:
             gr.Markdown(f"⚠️ **{problem}** Open *Settings* to switch to the tiny preset.", elem_id="preset-warning")

@@ -87,6 +87,7 @@ class TrainConfig:
     resume_from: str | None = _f(None, "checkpoint folder (checkpoints/step-N) or a run folder (its latest)")
     device: str = _f("auto", "compute device", choices=("auto", "cpu", "cuda"))
     dataloader_workers: int = _f(0, "DataLoader worker processes", (0, 64))
+    cpu_threads: int = _f(0, "torch CPU threads (0 = torch's default; 1 avoids oversubscribed small models)", (0, 256))
     num_processes: int = _f(
         1, "data-parallel processes, one per GPU (>1: the runner starts `accelerate launch --multi_gpu`)", (1, 64)
     )
@@ -299,14 +300,16 @@ class GarmentMethodConfig(TrainConfig):
 @dataclass
 class MiniBaseConfig(TrainConfig):
     """GarmentBench-mini: train a small base model FROM SCRATCH on synthetic data (training/synthetic.py), one
-    part per run: ``vae`` (the autoencoder, on every image of the dataset) or ``unet`` (text-to-image on the
-    GarmentBench captions, on the trained ``vae``). The architecture comes from ``pretrained_model``'s configs
-    (its weights are not used)."""
+    part per run: ``vae`` (the autoencoder, on every image of the dataset), ``unet`` (text-to-image on the
+    GarmentBench captions, on the trained ``vae``) or ``inpaint`` (the 9-channel inpainting UNet, started from
+    the trained ``base``). The architecture comes from ``pretrained_model``'s configs (its weights are not used)."""
 
     pretrained_model: str = _f("", "SD-layout folder whose unet/ vae/ text_encoder/ tokenizer/ configs set the "
                                    "architecture (weights re-initialised)")
-    part: str = _f("vae", "what this run trains", choices=("vae", "unet"))
+    part: str = _f("vae", "what this run trains", choices=("vae", "unet", "inpaint"))
     vae: str | None = _f(None, "part unet: the trained VAE folder (a part-vae run's final/vae)")
+    base: str | None = _f(None, "part inpaint: the part-unet run's final/ folder (its UNet starts the 9-channel "
+                                "UNet; its VAE, text encoder and tokenizer stay frozen)")
     height: int = _f(80, "training height in pixels (multiple of 8)", (32, 1024))
     width: int = _f(64, "training width in pixels (multiple of 8)", (32, 1024))
     learning_rate: float = _f(5e-4, "peak learning rate (from scratch: high)", (1e-10, 1.0))
@@ -317,13 +320,16 @@ class MiniBaseConfig(TrainConfig):
     vae_width: int = _f(0, "part vae: channels of the VAE's first level, the others 2x (0 = the architecture's)",
                         (0, 512))
     sample_guidance_scale: float = _f(5.0, "CFG scale of the sample images", (0.0, 30.0))
-    cpu_threads: int = _f(0, "torch CPU threads (0 = torch's default; 1 avoids oversubscribed small models)", (0, 256))
 
     def validate(self) -> None:
         super().validate()
         check_multiple_of_8(self, "height", "width")
         if self.part == "unet" and not self.vae:
             raise ConfigError("vae: part 'unet' trains on a trained VAE; give the part-vae run's final/vae folder")
+        if self.part == "inpaint" and not self.base:
+            raise ConfigError("base: part 'inpaint' starts from a trained base; give the part-unet run's final folder")
+        if self.part == "inpaint" and self.vae:
+            raise ConfigError("vae: part 'inpaint' uses the base's own VAE (<base>/vae); leave vae empty")
         if self.part != "vae" and self.vae_width:
             raise ConfigError("vae_width: only part 'vae' builds a VAE; the UNet trains on the given one")
         if self.vae_width % 8:

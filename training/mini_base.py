@@ -6,9 +6,15 @@ try-off, dressing) trains with its own trainer on top of what these write. One p
     part vae    every image of the dataset (garments, sketches, logos, people; not masks)   -> final/vae/
                 loss = MSE(decode(z), x) + kl_weight * KL(q(z|x) || N(0, 1)),  z ~ q(z|x)
     part unet   GarmentBench captions -> garments, on the frozen trained VAE                 -> final/ (SD layout)
-                the text encoder and tokenizer of ``pretrained_model``'s architecture, random and FROZEN
-                (distinct captions still give distinct features; the UNet learns to read them)
+                the text encoder of ``pretrained_model``'s architecture, fresh, trained with the UNet
+                (``train_text_encoder``) or frozen
                 loss = MSE(eps_theta(z_t, t, text), eps), captions dropped with drop_text_prob (CFG)
+    part inpaint  the same captions and garments with a random mask (a box or ellipse, the whole image 1 in 4)
+                -> final/ (SD-inpainting layout). The 9-channel UNet starts as the trained ``base`` UNet with
+                zero weights on the 5 new input channels (how SD-inpainting started from SD); the base's VAE,
+                text encoder and tokenizer stay frozen.
+                input = [z_t (4), mask at latent size (1), z of image * (mask < 0.5) (4)]
+                loss = MSE(eps_theta(input, t, text), eps)
 
 ``pretrained_model`` only gives the architecture (its configs; every weight is re-initialised from
 ``seed``). Output of part unet: ``final/{unet,vae,text_encoder,tokenizer,scheduler}/`` + ``model_index.json``,
@@ -34,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.core.sampling import encode_prompts
 from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import ConfigError, MiniBaseConfig
+from training.garment_finetune import random_mask, to_tensor
 from training.garmentbench import load_garmentbench, load_rgb_sized
 from training.toolkit import (
     checkpoint_saver,
@@ -75,21 +82,30 @@ class ImageDataset(Dataset):
 
 
 class CaptionDataset(Dataset):
-    def __init__(self, records, width: int, height: int) -> None:
-        self.records, self.width, self.height = records, width, height
+    """Garments with one of their captions; ``masks``: also a random inpainting mask (1 = repaint)."""
+
+    def __init__(self, records, width: int, height: int, masks: bool = False, seed: int = 0) -> None:
+        self.records, self.width, self.height, self.masks = records, width, height, masks
+        self.rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        return {"pixel_values": load_rgb_sized(record["cloth"], self.width, self.height),
-                "caption": random.choice(record.captions)}
+        example = {"pixel_values": load_rgb_sized(record["cloth"], self.width, self.height),
+                   "caption": random.choice(record.captions)}
+        if self.masks:
+            example["mask"] = to_tensor(random_mask(self.height, self.width, self.rng))  # (1, H, W)
+        return example
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-            "captions": [e["caption"] for e in examples]}
+    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+             "captions": [e["caption"] for e in examples]}
+    if "mask" in examples[0]:
+        batch["mask"] = torch.stack([e["mask"] for e in examples])
+    return batch
 
 
 # -- models ---------------------------------------------------------------------------------------------
@@ -108,6 +124,13 @@ def fresh_models(config: MiniBaseConfig) -> dict[str, Any]:
             vae_config["block_out_channels"] = [config.vae_width] + [2 * config.vae_width] * (levels - 1)
         models["vae"] = AutoencoderKL.from_config(vae_config)
         return models
+    if config.part == "inpaint":
+        base = Path(config.base)
+        models["vae"] = AutoencoderKL.from_pretrained(base, subfolder="vae")
+        models["tokenizer"] = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+        models["text_encoder"] = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
+        models["unet"] = inpainting_unet(UNet2DConditionModel.from_pretrained(base, subfolder="unet"))
+        return models
     models["vae"] = AutoencoderKL.from_pretrained(config.vae)
     models["unet"] = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(location, subfolder="unet"))
     models["tokenizer"] = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer")
@@ -117,14 +140,34 @@ def fresh_models(config: MiniBaseConfig) -> dict[str, Any]:
     return models
 
 
+def inpainting_unet(unet):
+    """A 9-channel copy of a trained 4-channel UNet: the same weights, zeros on the mask and masked-image inputs
+    (so it starts out as exactly the text-to-image model)."""
+    from diffusers import UNet2DConditionModel
+
+    if unet.config.in_channels != 4:
+        raise ConfigError(f"base: its UNet has {unet.config.in_channels} input channels; part inpaint starts "
+                          "from a 4-channel text-to-image UNet")
+    inpaint = UNet2DConditionModel.from_config({**dict(unet.config), "in_channels": 9})
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]  # (C, 4, 3, 3)
+    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], 5, *weight.shape[2:])], dim=1)
+    inpaint.load_state_dict(state)
+    return inpaint
+
+
+def inpaint_input(vae, noisy: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, scaling: float) -> torch.Tensor:
+    """[z_t, mask at latent size, z of the masked image] -- the input order of diffusers' inpainting pipeline."""
+    masked = vae.encode(pixels * (mask < 0.5)).latent_dist.sample() * scaling  # (B, 4, h, w)
+    return torch.cat([noisy, F.interpolate(mask, size=noisy.shape[-2:]), masked], dim=1)  # (B, 9, h, w)
+
+
 # -- training -------------------------------------------------------------------------------------------
 def train(context: TrainerContext) -> None:
     """One part of the mini base model, top to bottom."""
     config: MiniBaseConfig = context.config  # type: ignore[assignment]
 
     # 1. device and precision (one process: the mini models train on a CPU in minutes)
-    if config.cpu_threads:
-        torch.set_num_threads(config.cpu_threads)  # tiny convolutions: extra threads mostly add contention
     accelerator, weight_dtype = setup_accelerator(config)
     device = accelerator.device
 
@@ -136,9 +179,10 @@ def train(context: TrainerContext) -> None:
     else:
         vae.requires_grad_(False).eval()
         text_encoder = models["text_encoder"].to(device)
-        text_encoder.requires_grad_(config.train_text_encoder)
+        train_text = config.train_text_encoder and config.part == "unet"  # inpaint: the base's, frozen
+        text_encoder.requires_grad_(train_text)
         trained = {"unet": models["unet"].to(device)}
-        if config.train_text_encoder:
+        if train_text:
             trained["text_encoder"] = text_encoder
 
     # 3. data
@@ -146,7 +190,7 @@ def train(context: TrainerContext) -> None:
         dataset: Dataset = ImageDataset(vae_images(config.dataset), config.width, config.height)
     else:
         dataset = CaptionDataset(load_garmentbench(config.dataset, "gam", extract_to=context.run_dir / "dataset"),
-                                 config.width, config.height)
+                                 config.width, config.height, masks=config.part == "inpaint", seed=config.seed)
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
                         num_workers=config.dataloader_workers, generator=torch.Generator().manual_seed(config.seed))
     logger.info("part %s: %d training images", config.part, len(dataset))
@@ -174,9 +218,12 @@ def train(context: TrainerContext) -> None:
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * scaling  # (B, 4, H/8, W/8)
         captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
-        with torch.set_grad_enabled(config.train_text_encoder):
+        with torch.set_grad_enabled("text_encoder" in trained):
             text = encode_prompts(models["tokenizer"], models["text_encoder"], captions, device)  # (B, 77, D)
         _, timesteps, noisy, target = noisy_latents(latents, noise_scheduler)
+        if config.part == "inpaint":
+            with torch.no_grad():
+                noisy = inpaint_input(vae, noisy, pixels, batch["mask"].to(device), scaling)
         prediction = module(noisy, timesteps, encoder_hidden_states=text).sample
         return F.mse_loss(prediction, target)
 
@@ -202,7 +249,8 @@ def train(context: TrainerContext) -> None:
 @torch.no_grad()
 def write_samples(context: TrainerContext, config: MiniBaseConfig, models: dict[str, Any], module, dataset,
                   step: int) -> list[Path]:
-    """part vae: originals | reconstructions of the first images; part unet: text-to-image from the captions."""
+    """part vae: originals | reconstructions of the first images; part unet: text-to-image from the captions;
+    part inpaint: the first garment, masked | inpainted from its caption."""
     from PIL import Image
 
     from pipelines.core.sampling import tensor_to_images
@@ -219,16 +267,32 @@ def write_samples(context: TrainerContext, config: MiniBaseConfig, models: dict[
                 strip.paste(image, ((index % len(pixels)) * config.width, (index // len(pixels)) * config.height))
             return [save_sample(context, strip, 0, step, {"part": "vae", "rows": "originals / reconstructions"})]
         prompts = config.sample_prompts or [dataset.records[0].captions[0]]
-        return [save_sample(context, image, index, step, {"prompt": prompt, "part": "unet"})
-                for index, (prompt, image) in enumerate(zip(prompts, generate(models, module, prompts, config)))]
+        if config.part == "inpaint":
+            example = dataset[0]
+            pixels, mask = example["pixel_values"][None], example["mask"][None]
+            images = generate(models, module, prompts, config, inpaint=(pixels, mask))
+            masked = tensor_to_images(pixels * (mask < 0.5))[0]
+            strips = []
+            for image in images:
+                strip = Image.new("RGB", (config.width * 2, config.height), "white")
+                strip.paste(masked, (0, 0))
+                strip.paste(image, (config.width, 0))
+                strips.append(strip)
+            images = strips
+        else:
+            images = generate(models, module, prompts, config)
+        return [save_sample(context, image, index, step, {"prompt": prompt, "part": config.part})
+                for index, (prompt, image) in enumerate(zip(prompts, images))]
     finally:
         if was_training:
             module.train()
 
 
 @torch.no_grad()
-def generate(models: dict[str, Any], unet, prompts: list[str], config: MiniBaseConfig, seed: int | None = None):
-    """Text-to-image with DDIM + CFG on the mini models (samples and the learning checks)."""
+def generate(models: dict[str, Any], unet, prompts: list[str], config: MiniBaseConfig, seed: int | None = None,
+             inpaint: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """Text-to-image with DDIM + CFG on the mini models (samples and the learning checks); ``inpaint`` =
+    (pixels (1, 3, H, W) in [-1, 1], mask (1, 1, H, W), 1 = repaint) for the 9-channel UNet."""
     from pipelines.core.sampling import tensor_to_images, vae_decode
     from training.garmentbench import ddim_factory
 
@@ -238,8 +302,16 @@ def generate(models: dict[str, Any], unet, prompts: list[str], config: MiniBaseC
     generator = torch.Generator().manual_seed(config.sample_seed if seed is None else seed)
     latents = torch.randn((len(prompts), 4, config.height // 8, config.width // 8), generator=generator).to(device)
     text = encode_prompts(models["tokenizer"], models["text_encoder"], [""] * len(prompts) + list(prompts), device)
+    if inpaint is not None:
+        pixels, mask = (t.to(device).expand(2 * len(prompts), -1, -1, -1) for t in inpaint)
+        scaling = models["vae"].config.scaling_factor
+        condition = inpaint_input(models["vae"], torch.zeros_like(torch.cat([latents, latents])), pixels, mask,
+                                  scaling)[:, 4:]  # (2B, 5, h, w): mask + masked-image latent, constant per step
     for timestep in scheduler.timesteps:
-        eps = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=text).sample
+        model_input = torch.cat([latents, latents])
+        if inpaint is not None:
+            model_input = torch.cat([model_input, condition], dim=1)
+        eps = unet(model_input, timestep, encoder_hidden_states=text).sample
         uncond, cond = eps.chunk(2)
         latents = scheduler.step(uncond + config.sample_guidance_scale * (cond - uncond), timestep, latents).prev_sample
     return tensor_to_images(vae_decode(models["vae"], latents))
@@ -268,8 +340,9 @@ def export_final(context: TrainerContext, config: MiniBaseConfig, models: dict[s
         models["tokenizer"].save_pretrained(final / "tokenizer")
         scheduler_dir = Path(config.pretrained_model) / "scheduler"
         shutil.copytree(scheduler_dir, final / "scheduler", dirs_exist_ok=True)
+        pipeline_class = "StableDiffusionInpaintPipeline" if config.part == "inpaint" else "StableDiffusionPipeline"
         (final / "model_index.json").write_text(json.dumps({
-            "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "DDIMScheduler"],
+            "_class_name": pipeline_class, "scheduler": ["diffusers", "DDIMScheduler"],
             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
         weights = {}

@@ -2,8 +2,9 @@
 
 ::
 
-    python -m training.minibench train    --out runs/minibench [--steps-scale 1.0]
+    python -m training.minibench train    --out runs/minibench [--steps-scale 1.0] [--vae-width 16]
     python -m training.minibench evaluate --out runs/minibench [--samples 48]
+    python -m training.minibench package  --out runs/minibench --to presets/models
 
 ``train`` runs the stages top to bottom; a stage whose ``final/`` exists is skipped and a stage that was
 interrupted resumes from its latest checkpoint (a new ``attempt-N`` folder, the old one untouched), so the one
@@ -13,17 +14,20 @@ command is resumable::
       data/train/  data/test/          1. training.synthetic (the held-out split for evaluation)
       vae/attempt-N/final/vae          2. training.mini_base part vae  (the architecture of the tiny preset)
       base/attempt-N/final/            3. training.mini_base part unet (an SD-layout text-to-image folder)
+      inpaint/attempt-N/final/         4. training.mini_base part inpaint (the 9-channel UNet, from the base)
+      gam/  colour/  lem/              5-7. training.gam, training.colour_adapter, training.lem on those
+      package/mini.yaml + mini/        evaluate/package: the stack as a studio preset (safetensors only)
       evaluation.json                  evaluate: every measured figure, with its ablation
 
-Stages still to come (issue #10): the 9-channel inpainting UNet, colour adapter, GAM, LEM, try-on, try-off and
-dressing weights on top of these.
+Stages still to come (issue #10): try-on, try-off and dressing weights on top of these.
 
-``evaluate`` generates one garment per held-out caption (fixed seeds) WITH the caption and WITHOUT it (the
-ablation: the same seed, an empty prompt) and measures, against the held-out ground truth: the colour error
-(CIEDE2000 between the requested colour and the median colour of the generated garment pixels) and the
-silhouette IoU (generated non-white pixels vs the held-out garment's silhouette mask); beside them the ceilings:
-the same colour error of the held-out garment itself (patterns and logos move its median) and of that garment
-passed through the trained VAE (what the base model can reach at best).
+``evaluate`` measures every pathway WITH its condition and with only that condition removed (same seed):
+the base model's caption (colour error = CIEDE2000 between the requested colour and the median colour of the
+generated garment pixels; silhouette IoU = generated non-white pixels vs the held-out garment's mask), with the
+ceilings beside it (the held-out garment itself, patterns and logos move its median, and that garment through
+the trained VAE); then, through the studio's own garment pipeline on the packaged preset, the GAM's sketch
+(silhouette IoU), the colour adapter's swatch (colour error with a colour-free caption) and the LEM's logo (NCC
+inside its box, change outside it) -- see :func:`evaluate_design`.
 """
 
 from __future__ import annotations
@@ -49,18 +53,34 @@ WHITE_THRESHOLD = 24  # a pixel is garment when some channel is this far below w
 @dataclass(frozen=True)
 class Stage:
     name: str
+    trainer: str  # the module whose main(["--config", file]) trains it
     values: dict[str, Any]  # the trainer config (paths filled in by train())
     steps: int
 
 
 def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
+    """The stack, bottom up; each stage trains on what the earlier ones wrote. The method stages keep their
+    official recipes except the learning rates (small models from scratch: 10-100x the fine-tuning rates) and
+    the colour adapter's caption dropout (half the captions empty, so the colour must come through the swatch)."""
     data = root / "data" / "train" / "garmentbench"
-    common = {"pretrained_model": str(architecture), "dataset": str(data), "device": "cpu", "height": SIZE[1],
-              "width": SIZE[0], "train_batch_size": 16, "save_every": 200, "sample_every": 0, "sample_steps": 20,
-              "learning_rate": 1e-3, "lr_scheduler": "cosine", "lr_warmup_steps": 20, "cpu_threads": 1}
+    common = {"dataset": str(data), "device": "cpu", "height": SIZE[1], "width": SIZE[0], "train_batch_size": 16,
+              "save_every": 200, "sample_every": 0, "sample_steps": 20, "learning_rate": 1e-3,
+              "lr_scheduler": "cosine", "lr_warmup_steps": 20, "cpu_threads": 1}
+    base = str(final_dir(root, "base"))
     return [
-        Stage("vae", {**common, "part": "vae", "vae_width": vae_width}, 1200),
-        Stage("base", {**common, "part": "unet", "vae": str(final_dir(root, "vae") / "vae")}, 3000),
+        Stage("vae", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "vae",
+                                            "vae_width": vae_width}, 1200),
+        Stage("base", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "unet",
+                                             "vae": str(final_dir(root, "vae") / "vae")}, 3000),
+        Stage("inpaint", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "inpaint",
+                                                "base": base, "learning_rate": 5e-4}, 1500),
+        Stage("gam", "training.gam", {**common, "pretrained_model": base, "vae": None, "learning_rate": 3e-4}, 1500),
+        Stage("colour", "training.colour_adapter",
+              {**common, "pretrained_model": base, "vae": None, "image_encoder": str(architecture.parent / "image_encoder"),
+               "image_encoder_subfolder": None, "drop_text_prob": 0.5, "drop_image_prob": 0.05,
+               "drop_both_prob": 0.05}, 1500),
+        Stage("lem", "training.lem", {**common, "pretrained_model": str(final_dir(root, "inpaint")), "vae": None,
+                                      "learning_rate": 1e-3}, 1500),
     ]
 
 
@@ -79,8 +99,9 @@ def attempts_of(folder: Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------- train
 def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48,
           vae_width: int = 0) -> dict[str, Any]:
+    import importlib
+
     from pipelines.core.tiny import build_tiny_model_set
-    from training.mini_base import main as mini_base_main
     from training.synthetic import main as synthetic_main
 
     root.mkdir(parents=True, exist_ok=True)
@@ -110,11 +131,68 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
         config = run.parent / f"{run.name}.yaml"
         config.write_text(yaml.safe_dump(values))
         start = time.perf_counter()
-        if mini_base_main(["--config", str(config)]) != 0:
+        if importlib.import_module(stage.trainer).main(["--config", str(config)]) != 0:
             raise RuntimeError(f"stage {stage.name} failed: see {run}/log.txt")
         timings[stage.name] = time.perf_counter() - start
     (root / "train_timings.json").write_text(json.dumps(timings, indent=2))
     return timings
+
+
+# --------------------------------------------------------------------------------------------- package
+PRESET = """\
+# GarmentBench-mini: small models trained FROM SCRATCH on synthetic garments by `python -m training.minibench`
+# (64x80 px, CPU-sized). Garment design only (GAM sketch, colour adapter, LEM logo); see README "GarmentBench-mini".
+name: mini
+description: "GarmentBench-mini: small models trained here on synthetic garments (offline, 64x80, design only)"
+banner: >-
+  **GarmentBench-mini preset**: small models trained on this machine from synthetic garments (64x80 px, see the
+  README). *Design* follows a sketch, a colour and a logo at that scale; the other tabs need real weights and say
+  so here. Real models: `python app.py --preset sd15` on a GPU with the Hugging Face Hub reachable.
+base_model: "{here}/mini/base"
+vae: "{here}/mini/base/vae"
+image_encoder: "{here}/mini/image_encoder"
+image_encoder_subfolder: null
+inpaint_model: "{here}/mini/inpaint"
+checkpoints:
+  garment_gam: {location: "{here}/mini/gam.safetensors"}
+  garment_color: {location: "{here}/mini/color_adapter.safetensors"}
+  garment_lem: {location: "{here}/mini/lem.safetensors"}
+defaults:
+  garment: {height: 80, width: 64, num_inference_steps: 20, guidance_scale: 5.0, sketch_scale: 1.0, color_scale: 1.0, seed: 42, negative_prompt: ""}
+"""
+PACKAGE_FILES = {  # package path -> (stage, path inside its final/)
+    "base": ("base", "."), "inpaint/unet": ("inpaint", "unet"), "gam.safetensors": ("gam", "gam.safetensors"),
+    "color_adapter.safetensors": ("colour", "color_adapter.safetensors"), "lem.safetensors": ("lem", "lem.safetensors"),
+}
+
+
+def package(root: Path, dest: Path) -> Path:
+    """The trained stack as a studio preset: ``dest/mini.yaml`` + ``dest/mini/`` (weights as safetensors only);
+    an existing ``dest/mini/`` is replaced only after the new copy is complete."""
+    import shutil
+
+    missing = [stage for stage, _ in PACKAGE_FILES.values() if not final_dir(root, stage).exists()]
+    if missing:
+        raise FileNotFoundError(f"stages not trained yet: {', '.join(sorted(set(missing)))} (run train first)")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / "mini.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for target, (stage, source) in PACKAGE_FILES.items():
+        origin = final_dir(root, stage) / source
+        (staging / target).parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, staging / target, ignore=shutil.ignore_patterns("atelier_model.json", "samples"))
+        else:
+            shutil.copy2(origin, staging / target)
+    shutil.copytree(root / "architecture" / "image_encoder", staging / "image_encoder")  # the colour adapter's
+    pickled = [p for p in staging.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    if pickled:
+        raise RuntimeError(f"the package must hold safetensors only: {', '.join(p.name for p in pickled)}")
+    if (dest / "mini").exists():
+        shutil.rmtree(dest / "mini")
+    staging.rename(dest / "mini")
+    (dest / "mini.yaml").write_text(PRESET)
+    return dest / "mini.yaml"
 
 
 # -------------------------------------------------------------------------------------------- evaluate
@@ -179,18 +257,24 @@ def evaluate(root: Path, samples: int = 48, steps: int = 20, guidance: float = 5
                            "caption_iou", "ablation_iou")}
     result = {"model": str(base), "samples": len(rows), "steps": steps, "guidance": guidance, "size": SIZE,
               "summary": summary, "rows": rows}
+    if all(final_dir(root, stage).exists() for stage, _ in PACKAGE_FILES.values()):
+        preset = package(root, root / "package")
+        result["design"] = evaluate_design(root, preset, samples, steps)
+        result["summary"].update({f"design_{key}": value for key, value in result["design"]["summary"].items()})
     (root / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.minibench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("train", "evaluate"))
+    parser.add_argument("command", choices=("train", "evaluate", "package"))
     parser.add_argument("--out", default="runs/minibench")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     parser.add_argument("--train-count", type=int, default=600)
     parser.add_argument("--samples", type=int, default=48, help="held-out captions to evaluate")
     parser.add_argument("--vae-width", type=int, default=0, help="the VAE's first-level channels (0 = the tiny 8)")
+    parser.add_argument("--to", default=None, help="package: the folder receiving mini.yaml + mini/ "
+                                                   "(default <out>/package; presets/models ships it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     root = Path(args.out)
@@ -198,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             print(json.dumps(train(root, args.steps_scale, args.train_count, max(args.samples, 8), args.vae_width),
                              indent=2))
+        elif args.command == "package":
+            print(package(root, Path(args.to) if args.to else root / "package"))
         else:
             print(json.dumps(evaluate(root, args.samples)["summary"], indent=2))
     except (RuntimeError, FileNotFoundError, ValueError) as error:
@@ -208,3 +294,94 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------------------ design methods (the package)
+def neutral_caption(garment: dict[str, Any]) -> str:
+    """The held-out garment's caption without its colour word: the colour has to come through the swatch."""
+    from types import SimpleNamespace
+
+    from training.synthetic import captions
+
+    logo = garment.get("logo") or {}
+    return captions(SimpleNamespace(colour="", pattern=garment["pattern"]["kind"], category=garment["category"],
+                                    glyph=logo.get("glyph")))[0]
+
+
+def ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two equal-size greyscale patches (0 when either is flat)."""
+    a, b = a.astype(float).ravel(), b.astype(float).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 1e-9 else 0.0
+
+
+def evaluate_design(root: Path, preset: Path, samples: int = 48, steps: int = 20) -> dict[str, Any]:
+    """Each design pathway WITH its condition and with only that condition removed (same seed), through the
+    studio's own pipeline loading the packaged preset:
+
+    - GAM: prompt + sketch vs prompt alone -> silhouette IoU against the held-out garment's mask;
+    - colour adapter: sketch + colour-free prompt + swatch vs without the swatch -> CIEDE2000 to the colour;
+    - LEM: sketch + prompt + logo in its box vs no logo -> NCC of the box against the held-out garment's logo,
+      and the mean change outside the box (0 = the logo stays in its box).
+    """
+    import torch
+    from PIL import Image
+
+    from pipelines.core.presets import load_preset
+    from pipelines.core.registry import ModelRegistry
+    from pipelines.garment.pipeline import GarmentDesignPipeline
+    from pipelines.types import GarmentRequest
+
+    test = root / "data" / "test"
+    manifest = json.loads((test / "garmentbench.json").read_text())
+    registry = ModelRegistry(load_preset(str(preset)), device="cpu", dtype="fp32", models_dir=root / "models")
+    pipeline = GarmentDesignPipeline.from_registry(registry)
+    folder = test / "garmentbench"
+    torch.manual_seed(0)
+
+    def run(record_index: int, **conditions) -> np.ndarray:
+        request = GarmentRequest(height=SIZE[1], width=SIZE[0], num_inference_steps=steps, guidance_scale=5.0,
+                                 sketch_scale=1.0, negative_prompt="", seed=2000 + record_index, **conditions)
+        return np.asarray(pipeline(request).images[0])
+
+    rows = []
+    for index, record in enumerate(manifest["samples"][:samples]):
+        garment, files = record["garment"], record["files"]
+        sketch = Image.open(folder / files["sketch"]).convert("RGB")
+        swatch = Image.open(folder / files["color"]).convert("RGB")
+        truth = np.asarray(Image.open(folder / files["silhouette"]).convert("L")) > 127
+        rgb = tuple(garment["colour"]["rgb"])
+        caption = garment["captions"][0]
+        row: dict[str, Any] = {"id": record["id"], "caption": caption, "category": garment["category"]}
+        with_sketch = run(index, prompt=caption, sketch=sketch)
+        without_sketch = run(index, prompt=caption)
+        row["gam_iou"], row["gam_ablation_iou"] = iou(garment_mask(with_sketch), truth), iou(garment_mask(without_sketch), truth)
+        neutral = neutral_caption(garment)
+        with_colour = run(index, prompt=neutral, sketch=sketch, color=swatch)
+        without_colour = run(index, prompt=neutral, sketch=sketch)
+        row["colour_ciede2000"] = colour_error(with_colour, rgb)
+        row["colour_ablation_ciede2000"] = colour_error(without_colour, rgb)
+        row["colour_iou"] = iou(garment_mask(with_colour), truth)
+        images = {"sketch": with_sketch, "no_sketch": without_sketch, "colour": with_colour, "no_colour": without_colour}
+        if garment.get("logo") and files.get("logo"):
+            x0, y0, x1, y1 = garment["logo"]["box"]
+            box = np.zeros(truth.shape, bool)
+            box[y0:y1, x0:x1] = True
+            logo = Image.open(folder / files["logo"]).convert("RGB")
+            mask = Image.fromarray(np.where(box, 255, 0).astype(np.uint8))
+            with_logo = run(index, prompt=caption, sketch=sketch, color=swatch, logo=logo, logo_mask=mask)
+            cloth = np.asarray(Image.open(folder / files["cloth"]).convert("L")).astype(float)
+            grey = lambda image: image.astype(float).mean(axis=2)  # noqa: E731
+            row["logo_ncc"] = ncc(grey(with_logo)[box], cloth[box])
+            row["logo_ablation_ncc"] = ncc(grey(with_colour)[box], cloth[box])
+            row["logo_outside_change"] = float(np.abs(with_logo.astype(float) - with_colour.astype(float))[~box].mean())
+            images["logo"] = with_logo
+        if index < 8:
+            for name, image in images.items():
+                Image.fromarray(image).save(root / f"design_{index}_{name}.png")
+        rows.append(row)
+    keys = sorted({key for row in rows for key in row if key not in ("id", "caption", "category")})
+    summary = {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
+    return {"preset": str(preset), "samples": len(rows), "logo_samples": sum("logo_ncc" in row for row in rows),
+            "steps": steps, "guidance": 5.0, "summary": summary, "rows": rows}

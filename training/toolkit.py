@@ -37,6 +37,8 @@ def setup_accelerator(config, find_unused_parameters: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)  # small models on a CPU: extra threads mostly add contention
     cuda = torch.cuda.is_available() and config.device != "cpu"
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' requested but no CUDA GPU is available")

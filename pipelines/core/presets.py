@@ -26,6 +26,7 @@ class CheckpointLocation:
 class ModelPreset:
     name: str
     description: str = ""
+    banner: str = ""  # Markdown shown at the top of the studio while this preset is in use (what it is, how to move on)
     tiny: bool = False  # True: build random-weight tiny models into the models folder on first use
     base_model: str = ""  # SD1.5-style repo: unet/, text_encoder/, tokenizer/, scheduler/
     vae: str = ""  # standalone VAE repo
@@ -76,7 +77,8 @@ def load_preset(name_or_path: str) -> ModelPreset:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ValueError(f"preset {name_or_path!r} not found; available: {', '.join(available_presets())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    # "{here}" = the preset file's own folder (a preset shipped beside its weights)
+    data = yaml.safe_load(path.read_text().replace("{here}", str(path.resolve().parent))) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a preset must be a mapping")
     known = {f.name for f in dataclasses.fields(ModelPreset)}

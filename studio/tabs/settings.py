@@ -27,6 +27,8 @@ def status_markdown(service) -> str:
             f"**GPU**: {gpu['device']} · allocated {gpu['allocated_mib']:.0f} MiB · peak {gpu['peak_mib']:.0f} MiB"
             f" of {gpu['total_mib']:.0f} MiB"
         )
+    if service.banner():
+        lines.append(f"ℹ️ {service.banner()}")
     problem = service.preset_problems()
     if problem:
         lines.append(f"⚠️ {problem}")

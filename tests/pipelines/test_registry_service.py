@@ -32,11 +32,40 @@ def test_presets_are_validated(tmp_path):
     bad.write_text("name: bad\nbase_modle: x\n")
     with pytest.raises(ValueError, match="unknown key\\(s\\) base_modle"):
         load_preset(str(bad))
-    with pytest.raises(ValueError, match="available: sd15, tiny"):
+    with pytest.raises(ValueError, match="available: .*sd15, tiny"):
         load_preset("nope")
     real = load_preset("sd15")
     assert real.base_model == "SG161222/Realistic_Vision_V4.0_noVAE"
     assert real.checkpoints["tryon_catvton"].location == "zhengchong/CatVTON"
+
+
+def test_a_preset_beside_its_weights_and_its_banner(tmp_path, monkeypatch):
+    folder = tmp_path / "shipped"
+    (folder / "mini" / "base").mkdir(parents=True)
+    (folder / "mini.yaml").write_text('name: mini\nbanner: "trained **here**"\nbase_model: "{here}/mini/base"\n'
+                                      'checkpoints:\n  garment_gam: {location: "{here}/mini/gam.safetensors"}\n')
+    preset = load_preset(str(folder / "mini.yaml"))
+    assert preset.base_model == str((folder / "mini" / "base").resolve()) and preset.banner == "trained **here**"
+    # a shipped file that is gone is named, with the fix (no download can bring it back)
+    problem = StudioService.preset_problems_of(str(folder / "mini.yaml"))
+    assert "gam.safetensors" in problem and "missing" in problem
+    (folder / "mini" / "gam.safetensors").write_bytes(b"")
+    assert StudioService.preset_problems_of(str(folder / "mini.yaml")) is None
+    assert "random weights" in load_preset("tiny").banner
+
+    import app
+
+    import pipelines.core.presets as presets
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert app.choose_preset("tiny") == "tiny"
+    monkeypatch.setattr(presets, "available_presets", lambda: ["sd15", "tiny"])
+    assert app.choose_preset("auto") == "tiny"  # no GPU, no mini: the random set
+    monkeypatch.setattr(presets, "available_presets", lambda: ["mini", "sd15", "tiny"])
+    monkeypatch.setattr(StudioService, "preset_problems_of", staticmethod(lambda name: None))
+    assert app.choose_preset("auto") == "mini"  # no GPU: the shipped mini models
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert app.choose_preset("auto") == "sd15"  # a GPU that can get the real weights
 
 
 def test_unreachable_preset_is_explained_and_never_hangs(models_dir):

@@ -82,3 +82,45 @@ def test_config_and_data_refusals(data, tiny_models, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no images"):
         vae_images(tmp_path / "empty")
+
+
+def test_inpainting_unet_starts_as_the_base_and_learns(data, tiny_models, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from training.mini_base import inpainting_unet
+
+    base = UNet2DConditionModel.from_pretrained(tiny_models / "base", subfolder="unet")
+    inpaint = inpainting_unet(base)
+    assert inpaint.config.in_channels == 9
+    torch.manual_seed(0)
+    noisy, extra = torch.randn(2, 4, 10, 8), torch.randn(2, 5, 10, 8)
+    text = torch.randn(2, 77, base.config.cross_attention_dim)
+    with torch.no_grad():
+        expected = base(noisy, 500, encoder_hidden_states=text).sample
+        got = inpaint(torch.cat([noisy, extra], dim=1), 500, encoder_hidden_states=text).sample
+    torch.testing.assert_close(got, expected)  # zero weights on mask + masked latent: exactly the base at start
+    with pytest.raises(ConfigError, match="4-channel text-to-image UNet"):
+        inpainting_unet(inpaint)
+
+    # part inpaint on a (briefly) trained base: the loss falls and the export is an inpainting UNet
+    architecture = str(tiny_models / "base")
+    assert main(["--config", str(write(tmp_path / "vae.yaml", pretrained_model=architecture, dataset=str(data),
+                                       output_dir=str(tmp_path / "vae"), part="vae", max_train_steps=4))]) == 0
+    assert main(["--config", str(write(tmp_path / "unet.yaml", pretrained_model=architecture, dataset=str(data),
+                                       output_dir=str(tmp_path / "unet"), part="unet", max_train_steps=4,
+                                       vae=str(tmp_path / "vae" / "final" / "vae")))]) == 0
+    assert main(["--config", str(write(tmp_path / "inpaint.yaml", pretrained_model=architecture, dataset=str(data),
+                                       output_dir=str(tmp_path / "inpaint"), part="inpaint", max_train_steps=15,
+                                       base=str(tmp_path / "unet" / "final"), sample_every=15))]) == 0
+    first, last = falling(tmp_path / "inpaint")
+    assert last < 0.9 * first, (first, last)
+    assert list((tmp_path / "inpaint" / "samples").glob("step-00000015-*.png"))
+    final = tmp_path / "inpaint" / "final"
+    trained = UNet2DConditionModel.from_pretrained(final, subfolder="unet")
+    assert trained.config.in_channels == 9
+    assert trained.conv_in.weight[:, 4:].abs().sum() > 0  # the mask / masked-image inputs are used now
+    assert json.loads((final / "model_index.json").read_text())["_class_name"] == "StableDiffusionInpaintPipeline"
+    with pytest.raises(ConfigError, match="base: part 'inpaint' starts from a trained base"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "inpaint"})
+    with pytest.raises(ConfigError, match="uses the base's own VAE"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "inpaint", "base": "b", "vae": "v"})

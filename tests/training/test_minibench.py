@@ -11,6 +11,20 @@ import pytest
 from training.minibench import colour_error, final_dir, garment_mask, iou, main
 
 
+def test_neutral_caption_and_ncc():
+    from training.minibench import ncc, neutral_caption
+
+    garment = {"captions": ["an olive checked t-shirt with a star logo"], "colour": {"name": "olive"},
+               "pattern": {"kind": "checks"}, "category": "t-shirt", "logo": {"glyph": "star"}}
+    assert neutral_caption(garment) == "a checked t-shirt with a star logo"
+    garment = {"colour": {"name": "yellow"}, "pattern": {"kind": "solid"}, "category": "trousers", "logo": None}
+    assert neutral_caption(garment) == "a pair of trousers"
+    patch = np.arange(30, dtype=float).reshape(5, 6)
+    assert ncc(patch, 2 * patch + 7) == pytest.approx(1.0)
+    assert ncc(patch, -patch) == pytest.approx(-1.0)
+    assert ncc(patch, np.ones_like(patch)) == 0.0
+
+
 def test_metrics_measure_what_they_say():
     image = np.full((80, 64, 3), 255, np.uint8)
     image[20:60, 16:48] = (214, 40, 40)
@@ -27,7 +41,8 @@ def test_metrics_measure_what_they_say():
 def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     root = tmp_path / "bench"
     assert main(["train", "--out", str(root), "--steps-scale", "0.004", "--train-count", "12", "--samples", "2"]) == 0
-    assert final_dir(root, "vae").exists() and final_dir(root, "base").exists()
+    for stage in ("vae", "base", "inpaint", "gam", "colour", "lem"):
+        assert final_dir(root, stage).exists(), stage
     first = final_dir(root, "base")
     assert main(["train", "--out", str(root), "--steps-scale", "0.004", "--train-count", "12"]) == 0
     assert final_dir(root, "base") == first and not (root / "base" / "attempt-2").exists()  # done stages skipped
@@ -35,8 +50,18 @@ def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     result = json.loads((root / "evaluation.json").read_text())
     assert result["samples"] == 2 and len(result["rows"]) == 2
     for key in ("caption_ciede2000", "ablation_ciede2000", "vae_ciede2000", "data_ciede2000", "caption_iou",
-                "ablation_iou"):
-        assert np.isfinite(result["summary"][key])
+                "ablation_iou", "design_gam_iou", "design_gam_ablation_iou", "design_colour_ciede2000",
+                "design_colour_ablation_ciede2000"):
+        assert np.isfinite(result["summary"][key]), key
+    # the package is a preset of safetensors the studio loads
+    package = root / "package"
+    assert (package / "mini.yaml").is_file() and (package / "mini" / "gam.safetensors").is_file()
+    assert not [p for p in (package / "mini").rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    from pipelines.core.presets import load_preset
+
+    preset = load_preset(str(package / "mini.yaml"))
+    assert preset.base_model == str((package / "mini" / "base").resolve())
+    assert preset.defaults["garment"]["negative_prompt"] == ""
     assert main(["evaluate", "--out", str(tmp_path / "nothing")]) == 2
 
 
