@@ -47,6 +47,8 @@ import yaml
 logger = logging.getLogger(__name__)
 
 SIZE = (64, 80)  # width, height: the tiny preset's garment canvas
+PORTRAIT = {"height": 64, "width": 48}  # try-on / try-off canvas: the 3:4 the pipelines expect (people: stretched)
+KINDS = "garmentbench,tryon,tryoff"  # the VAE learns all of them: garments, sketches, logos, dressed mannequins
 WHITE_THRESHOLD = 24  # a pixel is garment when some channel is this far below white
 
 
@@ -69,7 +71,7 @@ def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
     base = str(final_dir(root, "base"))
     return [
         Stage("vae", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "vae",
-                                            "vae_width": vae_width}, 1200),
+                                            "vae_width": vae_width, "dataset": str(data.parent)}, 1200),
         Stage("base", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "unet",
                                              "vae": str(final_dir(root, "vae") / "vae")}, 3000),
         Stage("inpaint", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "inpaint",
@@ -81,6 +83,12 @@ def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
                "drop_both_prob": 0.05}, 1500),
         Stage("lem", "training.lem", {**common, "pretrained_model": str(final_dir(root, "inpaint")), "vae": None,
                                       "learning_rate": 1e-3}, 1500),
+        Stage("tryon", "training.concat_inpaint_finetune",
+              {**common, "mode": "tryon", "pretrained_model": str(final_dir(root, "inpaint")), "vae": None,
+               "dataset": str(data.parent / "tryon"), "learning_rate": 1e-3, **PORTRAIT}, 1200),
+        Stage("tryoff", "training.concat_inpaint_finetune",
+              {**common, "mode": "tryoff", "pretrained_model": str(final_dir(root, "inpaint")), "vae": None,
+               "dataset": str(data.parent / "tryoff"), "learning_rate": 5e-4, **PORTRAIT}, 1200),
     ]
 
 
@@ -112,7 +120,7 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
         if not (folder / "garmentbench.json").exists():
             start = time.perf_counter()
             args = ["--out", str(folder), "--count", str(count), "--seed", "0", "--size", f"{SIZE[0]}x{SIZE[1]}",
-                    "--kinds", "garmentbench", "--split", split]
+                    "--kinds", KINDS, "--split", split]
             if synthetic_main(args) != 0:
                 raise RuntimeError(f"synthetic data ({split}) failed")
             timings[f"data_{split}"] = time.perf_counter() - start
@@ -157,12 +165,18 @@ checkpoints:
   garment_gam: {location: "{here}/mini/gam.safetensors"}
   garment_color: {location: "{here}/mini/color_adapter.safetensors"}
   garment_lem: {location: "{here}/mini/lem.safetensors"}
+  tryon_catvton: {location: "{here}/mini/catvton/attention/model.safetensors"}
+  tryoff_anyone: {location: "{here}/mini/tryoffanyone/model.safetensors"}
 defaults:
   garment: {height: 80, width: 64, num_inference_steps: 20, guidance_scale: 5.0, sketch_scale: 1.0, color_scale: 1.0, seed: 42, negative_prompt: ""}
+  tryon: {height: 64, width: 48, num_inference_steps: 20, guidance_scale: 2.5, seed: 42, feather: 2, mask_blur: 0, fit_mode: stretch}
+  tryoff: {height: 64, width: 48, num_inference_steps: 20, guidance_scale: 2.5, seed: 36, fit_mode: stretch}
 """
 PACKAGE_FILES = {  # package path -> (stage, path inside its final/)
     "base": ("base", "."), "inpaint/unet": ("inpaint", "unet"), "gam.safetensors": ("gam", "gam.safetensors"),
     "color_adapter.safetensors": ("colour", "color_adapter.safetensors"), "lem.safetensors": ("lem", "lem.safetensors"),
+    "catvton/attention/model.safetensors": ("tryon", "attention/model.safetensors"),
+    "tryoffanyone/model.safetensors": ("tryoff", "model.safetensors"),
 }
 
 
@@ -200,11 +214,12 @@ def garment_mask(image: np.ndarray) -> np.ndarray:
     return (255 - image.astype(int)).max(axis=2) > WHITE_THRESHOLD
 
 
-def colour_error(image: np.ndarray, rgb: tuple[int, int, int]) -> float:
-    """CIEDE2000 between ``rgb`` and the median colour of the garment pixels (100 when there are none)."""
+def colour_error(image: np.ndarray, rgb: tuple[int, int, int], mask: np.ndarray | None = None) -> float:
+    """CIEDE2000 between ``rgb`` and the median colour of the garment pixels (``mask``, default the non-white
+    pixels; 100 when there are none)."""
     from skimage.color import deltaE_ciede2000, rgb2lab
 
-    mask = garment_mask(image)
+    mask = garment_mask(image) if mask is None else mask
     if mask.sum() < 10:
         return 100.0
     median = np.median(image[mask].astype(float), axis=0) / 255.0
@@ -261,6 +276,8 @@ def evaluate(root: Path, samples: int = 48, steps: int = 20, guidance: float = 5
         preset = package(root, root / "package")
         result["design"] = evaluate_design(root, preset, samples, steps)
         result["summary"].update({f"design_{key}": value for key, value in result["design"]["summary"].items()})
+        result["tryon_tryoff"] = evaluate_tryon_tryoff(root, preset, samples, steps)
+        result["summary"].update(result["tryon_tryoff"]["summary"])
     (root / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -385,3 +402,63 @@ def evaluate_design(root: Path, preset: Path, samples: int = 48, steps: int = 20
     summary = {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
     return {"preset": str(preset), "samples": len(rows), "logo_samples": sum("logo_ncc" in row for row in rows),
             "steps": steps, "guidance": 5.0, "summary": summary, "rows": rows}
+
+
+def evaluate_tryon_tryoff(root: Path, preset: Path, samples: int = 48, steps: int = 20) -> dict[str, Any]:
+    """Try-on and try-off through the studio's pipelines on the packaged preset, paired held-out mannequins:
+
+    - try-on: the worn garment masked out of the person and tried back on from its product image -> CIEDE2000
+      of the garment region to the garment's colour, and the mean RGB error outside the mask (body and
+      background must stay); ablation: a blank white garment image (the garment pathway carries nothing);
+    - try-off: the flat garment recovered from the dressed person -> silhouette IoU and CIEDE2000 against the
+      held-out product image; ablation: the person image blanked (white) under the same mask.
+    """
+    from PIL import Image
+
+    from pipelines.core.presets import load_preset
+    from pipelines.core.registry import ModelRegistry
+    from pipelines.tryoff.pipeline import TryOffAnyonePipeline
+    from pipelines.tryon.pipeline import CatVTONPipeline
+    from pipelines.types import TryOffRequest, TryOnRequest
+
+    test = root / "data" / "test"
+    registry = ModelRegistry(load_preset(str(preset)), device="cpu", dtype="fp32", models_dir=root / "models")
+    tryon, tryoff = CatVTONPipeline.from_registry(registry), TryOffAnyonePipeline.from_registry(registry)
+    common = {**PORTRAIT, "num_inference_steps": steps, "guidance_scale": 2.5, "fit_mode": "stretch"}
+    rows = []
+    for kind in ("tryon", "tryoff"):
+        manifest = json.loads((test / f"{kind}.json").read_text())
+        for index, record in enumerate(manifest["samples"][:samples]):
+            files, garment = record["files"], record["garment"]
+            person = Image.open(test / kind / files["person"]).convert("RGB")
+            product = Image.open(test / kind / files["garment"]).convert("RGB")
+            mask = Image.open(test / kind / files["mask"]).convert("L")
+            region = np.asarray(mask) > 127
+            rgb = tuple(garment["colour"]["rgb"])
+            blank = Image.new("RGB", person.size, "white")
+            row: dict[str, Any] = {"kind": kind, "id": record["id"], "category": garment["category"]}
+            if kind == "tryon":
+                outputs = {}
+                for name, image in (("tryon", product), ("tryon_ablation", blank)):
+                    request = TryOnRequest(person=person, garment=image, mask=mask, auto_mask=False, seed=3000 + index,
+                                           paste_mode="hard", mask_blur=0, **common)
+                    out = np.asarray(tryon(request).images[0].convert("RGB"))
+                    row[f"{name}_ciede2000"] = colour_error(out, rgb, region)  # median over where it goes
+                    row[f"{name}_outside_error"] = float(np.abs(out.astype(float) - np.asarray(person, float))[~region].mean())
+                    outputs[name] = out
+            else:
+                truth = garment_mask(np.asarray(product))
+                outputs = {}
+                for name, image in (("tryoff", person), ("tryoff_ablation", blank)):
+                    request = TryOffRequest(person=image, mask=mask, auto_mask=False, seed=4000 + index, **common)
+                    out = np.asarray(tryoff(request).images[0].convert("RGB").resize(product.size))
+                    row[f"{name}_iou"] = iou(garment_mask(out), truth)
+                    row[f"{name}_ciede2000"] = colour_error(out, rgb)
+                    outputs[name] = out
+            if index < 8:
+                for name, out in outputs.items():
+                    Image.fromarray(out).save(root / f"{name}_{index}.png")
+            rows.append(row)
+    keys = sorted({key for row in rows for key in row if key not in ("kind", "id", "category")})
+    summary = {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
+    return {"preset": str(preset), "samples": len(rows), "steps": steps, "summary": summary, "rows": rows}

@@ -31,6 +31,9 @@ def test_metrics_measure_what_they_say():
     assert colour_error(image, (214, 40, 40)) < 0.01
     assert colour_error(image, (0, 48, 73)) > 30  # red vs navy
     assert colour_error(np.full((80, 64, 3), 255, np.uint8), (214, 40, 40)) == 100.0  # nothing drawn
+    region = np.zeros((80, 64), bool)
+    region[20:30, 16:48] = True
+    assert colour_error(np.full((80, 64, 3), 255, np.uint8), (255, 255, 255), region) < 0.01  # white counts in a mask
     truth = np.zeros((80, 64), bool)
     truth[20:60, 16:48] = True
     assert iou(garment_mask(image), truth) == 1.0
@@ -41,7 +44,7 @@ def test_metrics_measure_what_they_say():
 def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     root = tmp_path / "bench"
     assert main(["train", "--out", str(root), "--steps-scale", "0.004", "--train-count", "12", "--samples", "2"]) == 0
-    for stage in ("vae", "base", "inpaint", "gam", "colour", "lem"):
+    for stage in ("vae", "base", "inpaint", "gam", "colour", "lem", "tryon", "tryoff"):
         assert final_dir(root, stage).exists(), stage
     first = final_dir(root, "base")
     assert main(["train", "--out", str(root), "--steps-scale", "0.004", "--train-count", "12"]) == 0
@@ -51,7 +54,8 @@ def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     assert result["samples"] == 2 and len(result["rows"]) == 2
     for key in ("caption_ciede2000", "ablation_ciede2000", "vae_ciede2000", "data_ciede2000", "caption_iou",
                 "ablation_iou", "design_gam_iou", "design_gam_ablation_iou", "design_colour_ciede2000",
-                "design_colour_ablation_ciede2000"):
+                "design_colour_ablation_ciede2000", "tryon_ciede2000", "tryon_ablation_ciede2000",
+                "tryon_outside_error", "tryoff_iou", "tryoff_ablation_iou", "tryoff_ciede2000"):
         assert np.isfinite(result["summary"][key]), key
     # the package is a preset of safetensors the studio loads
     package = root / "package"
