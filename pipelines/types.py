@@ -167,7 +167,9 @@ class TryOnResult:
 
 # ----------------------------------------------------------------------------------------- try-off
 TRYOFF_CATEGORIES = ("upper", "lower", "dress")  # the official weights were trained on tops only
-BACKGROUNDS = ("white", "keep")
+# white: flood fill from the border colour (offline); remove: RMBG-1.4 cut-out on white (TryOffAnyone's own
+# post-processing; needs the preset's models: rmbg, else the flood fill with a note); keep: the raw output
+BACKGROUNDS = ("white", "remove", "keep")
 
 
 def _person_params(request: Any) -> dict[str, Any]:
@@ -193,7 +195,7 @@ class TryOffRequest:
     num_images: int = 1
     eta: float = 1.0
     fit_mode: str = "crop"
-    background: str = "white"  # white: whiten the background around the garment; keep: raw output
+    background: str = "white"  # one of BACKGROUNDS: white (flood fill) | remove (RMBG-1.4) | keep (raw)
     background_tolerance: int = 40  # max RGB distance from the border colour that counts as background
 
     def params(self) -> dict[str, Any]:
@@ -236,7 +238,7 @@ class TemuTryOffRequest:
     seed: int = 42  # -1 = random; image i uses seed + i
     num_images: int = 1
     fit_mode: str = "crop"
-    background: str = "white"  # white: whiten the background around the garment; keep: raw output
+    background: str = "white"  # one of BACKGROUNDS: white (flood fill) | remove (RMBG-1.4) | keep (raw)
     background_tolerance: int = 40
     memory_mode: str = "auto"  # auto | resident | model_offload | sequential_offload
 

@@ -19,6 +19,8 @@ from typing import Any, Mapping, Union
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from pipelines.types import BACKGROUNDS
+
 logger = logging.getLogger(__name__)
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -478,9 +480,9 @@ def read_png_params(source: str | os.PathLike | Image.Image) -> dict[str, Any]:
 
 
 def check_background(background: str, tolerance: int) -> None:
-    """A try-off request's background settings (see :func:`whiten_background`)."""
-    if background not in ("white", "keep"):
-        raise ValueError(f"background={background!r} must be one of white, keep")
+    """A try-off request's background settings (see :func:`whiten_background`, pipelines/preprocess/rmbg.py)."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background={background!r} must be one of {', '.join(BACKGROUNDS)}")
     if not 0 <= tolerance <= 255:
         raise ValueError(f"background_tolerance={tolerance!r} must be between 0 and 255")
 
@@ -489,10 +491,11 @@ def whiten_background(image: Image.Image, tolerance: int = 40) -> Image.Image:
     """Paint the background around the garment pure white.
 
     TryOffAnyone's outputs are garments on a near-white studio background (it was trained on VITON-HD
-    product photos); the official demo removes it with RMBG-1.4 and whitens it. We do the same without
-    another model: the background colour is the median of the image border, and every pixel within
-    ``tolerance`` (max RGB channel difference) of it that is CONNECTED to the border becomes white, so
-    light areas inside the garment stay. A garment touching the whole border is left as it is.
+    product photos); the official demo removes it with RMBG-1.4 and whitens it (``background="remove"``,
+    pipelines/preprocess/rmbg.py). This is the offline way, without another model: the background colour is
+    the median of the image border, and every pixel within ``tolerance`` (max RGB channel difference) of it
+    that is CONNECTED to the border becomes white, so light areas inside the garment stay. A garment touching
+    the whole border is left as it is.
     """
     import cv2
 

@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_inference_steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None, help="-1 = random")
     parser.add_argument("--num_images", type=int, default=1)
-    parser.add_argument("--background", default="white", choices=BACKGROUNDS)
+    parser.add_argument("--background", default="white", choices=BACKGROUNDS,
+                        help="white: flood fill (offline); remove: RMBG-1.4 cut-out on white; keep: raw")
+    parser.add_argument("--rmbg", help="RMBG-1.4 for --background remove: hub id or folder (default: the preset's)")
     parser.add_argument("--memory_mode", default="auto", choices=MEMORY_MODES)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: best available)")
     parser.add_argument("--dtype", default=None, help="fp16, bf16, fp32 (default: bf16 on GPU, fp32 on CPU)")
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
         preset = load_preset(args.preset)
         overrides = {"sd3": args.pretrained_model_name_or_path, "temu_vtoff": args.pretrained_model_name_or_path_sd3_tryoff,
-                     "clip_vision_l": args.clip_vision_l, "clip_vision_bigg": args.clip_vision_bigg}
+                     "clip_vision_l": args.clip_vision_l, "clip_vision_bigg": args.clip_vision_bigg, "rmbg": args.rmbg}
         preset.models.update({key: value for key, value in overrides.items() if value})
         registry = ModelRegistry(preset, device=args.device, dtype=args.dtype, models_dir=args.models_dir)
         defaults = registry.defaults("tryoff_temu")

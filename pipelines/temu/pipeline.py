@@ -18,7 +18,7 @@ Stages of one call:
  3. the caption through CLIP-L + CLIP-G + T5 (77 tokens); the negative prompt "" encoded, not zeros
  4. the extractor's keys/values: ONCE per (photo, mask, size), cached across seed re-rolls
  5. flow-matching Euler sampling with batched CFG, the hybrid attention processors installed (and restored)
- 6. decode ``latents / scaling + shift``; whiten the background when asked
+ 6. decode ``latents / scaling + shift``; the background as asked (flood fill, RMBG-1.4 cut-out, or raw)
 
 Deliberate differences from the published code (also in the README): the extractor's input latents are the
 VAE distribution MEANS (the photo's keys/values then do not depend on the seed, so they can be cached); a
@@ -35,7 +35,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,8 +57,9 @@ from pipelines.core.sampling import (
     tensor_to_images,
 )
 from pipelines.preprocess.framing import fit_mask, fit_to_canvas
-from pipelines.preprocess.images import check_background, to_rgb, whiten_background
+from pipelines.preprocess.images import check_background, to_rgb
 from pipelines.preprocess.masks import masker_factory, resolve_mask
+from pipelines.preprocess.rmbg import BackgroundRemover, finish_background
 from pipelines.temu.checkpoints import EXTRACTOR, GENERATOR, load_transformer
 from pipelines.types import (
     MAX_IMAGES,
@@ -307,8 +308,9 @@ class TemuTryOffPipeline:
     task = "tryoff_temu"
 
     def __init__(self, parts: TemuParts, device: torch.device | str, dtype: torch.dtype, masker=None,
-                 cache_size: int = 1) -> None:
+                 cache_size: int = 1, background_remover: Callable[[], BackgroundRemover] | None = None) -> None:
         self.parts, self.device, self.dtype, self.masker = parts, torch.device(device), dtype, masker
+        self.background_remover = background_remover  # () -> BackgroundRemover, for background="remove"
         self.placement = Placement({
             "vae": parts.vae, "text_encoder": parts.text_encoder, "text_encoder_2": parts.text_encoder_2,
             "text_encoder_3": parts.text_encoder_3, "image_encoder_l": parts.image_encoder_l,
@@ -328,7 +330,8 @@ class TemuTryOffPipeline:
         models = dict(registry.preset.models)
 
         def build() -> "TemuTryOffPipeline":
-            return cls(load_parts(models, dtype), registry.device, dtype, masker_factory(registry, "tryoff"))
+            return cls(load_parts(models, dtype), registry.device, dtype, masker_factory(registry, "tryoff"),
+                       background_remover=lambda: BackgroundRemover.shared(registry))
 
         return registry.shared("temu_pipeline", build, models.get("temu_vtoff", "TEMU-VTOFF"))
 
@@ -469,11 +472,11 @@ class TemuTryOffPipeline:
             decoded = vae.decode((latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0))
                                  .to(vae.dtype)).sample
         raw = tensor_to_images(decoded.float())
-        images = [whiten_background(image, request.background_tolerance) for image in raw] \
-            if request.background == "white" else list(raw)
-        note = "; ".join(x for x in (note, f"memory: {mode.replace('_', ' ')} ({why})") if x)
+        images, background_note, background_used = finish_background(
+            raw, request.background, request.background_tolerance, self.background_remover)
+        note = "; ".join(x for x in (note, f"memory: {mode.replace('_', ' ')} ({why})", background_note) if x)
         params = dict(request.params(), seed=seed, task=self.task, caption=caption, memory_mode=mode,
-                      mask_source=mask_source)
+                      mask_source=mask_source, background_used=background_used)
         return TryOffResult(images, mask, mask_source, [seed + i for i in range(batch)], params, raw, note)
 
 

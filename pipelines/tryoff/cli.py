@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "category":
             action.choices = TRYOFF_CATEGORIES
     parser.add_argument("--weights", help="TryOffAnyone weights: local file/folder or hub id (ixarchakos/tryOffAnyone)")
-    parser.add_argument("--background", default="white", choices=BACKGROUNDS)
+    parser.add_argument("--background", default="white", choices=BACKGROUNDS,
+                        help="white: flood fill from the border (offline); remove: RMBG-1.4 cut-out on white (the "
+                             "official post-processing; the flood fill, with a warning, when RMBG cannot be loaded); "
+                             "keep: the raw output")
+    parser.add_argument("--rmbg", help="RMBG-1.4 weights for --background remove: hub id or local folder "
+                                       "(config.json + model.safetensors); default: the preset's models: rmbg")
     return parser
 
 
@@ -38,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mask and args.auto_mask:
             raise ValueError("give either --mask or --auto_mask, not both")
         registry = make_registry(args, CHECKPOINT_NAME, OFFICIAL_FILENAME)
+        if args.rmbg:
+            registry.preset.models["rmbg"] = args.rmbg
         defaults = registry.defaults("tryoff")
         people = image_files(args.person, "person")
         pipeline = TryOffAnyonePipeline.from_registry(registry)

@@ -18,7 +18,9 @@ Stages of one call:
  4. encode TOP = masked person ``image * (mask < 0.5)``, BOTTOM = the full person (``latent_dist.sample()``)
  5. concat-inpainting with the TryOffAnyone set (garment mask under TOP, zero mask under BOTTOM; the
     unconditional branch zeroes the bottom), DDIM eta 1.0, seed 36
- 6. decode the top half = the garment; whiten its background (see :func:`whiten_background`)
+ 6. decode the top half = the garment; its background: ``white`` flood fill (:func:`whiten_background`),
+    ``remove`` the official RMBG-1.4 cut-out on white (pipelines/preprocess/rmbg.py; the flood fill, with a
+    note, when the preset names no RMBG weights or they cannot be loaded) or ``keep`` (raw)
 
 Command line: ``python -m pipelines.tryoff --help``.
 """
@@ -55,8 +57,9 @@ from pipelines.core.sampling import (
     vae_decode,
 )
 from pipelines.preprocess.framing import fit_mask, fit_to_canvas
-from pipelines.preprocess.images import check_background, to_rgb, whiten_background
+from pipelines.preprocess.images import check_background, to_rgb
 from pipelines.preprocess.masks import masker_factory, resolve_mask
+from pipelines.preprocess.rmbg import BackgroundRemover, finish_background
 from pipelines.tryoff.checkpoints import CHECKPOINT_NAME, load_tryoffanyone
 from pipelines.types import TRYOFF_CATEGORIES, TaskResult, TryOffRequest, TryOffResult
 
@@ -84,12 +87,14 @@ class TryOffAnyonePipeline:
         weight_set: str,
         scheduler_factory: Callable[[], Any],
         masker: Callable[[], Any] | Any | None = None,
+        background_remover: Callable[[], BackgroundRemover] | None = None,
     ) -> None:
         if weight_set not in switcher.sets:
             raise KeyError(f"weight set {weight_set!r} is not registered with the inpainting UNet")
         self.vae, self.switcher, self.weight_set = vae, switcher, weight_set
         self.scheduler_factory = scheduler_factory
         self.masker = masker
+        self.background_remover = background_remover  # () -> BackgroundRemover, for background="remove"
 
     @classmethod
     def from_registry(cls, registry, masker=None) -> "TryOffAnyonePipeline":
@@ -97,6 +102,7 @@ class TryOffAnyonePipeline:
         return cls(
             vae=registry.get("vae"), switcher=switcher, weight_set=CHECKPOINT_NAME,
             scheduler_factory=registry.scheduler, masker=masker if masker is not None else masker_factory(registry, "tryoff"),
+            background_remover=lambda: BackgroundRemover.shared(registry),
         )
 
     @property
@@ -156,13 +162,13 @@ class TryOffAnyonePipeline:
                 control,
             )
 
-        # 6. decode the garment half, whiten the background
+        # 6. decode the garment half; its background (RMBG cut-out, flood fill or raw)
         raw = tensor_to_images(vae_decode(vae, latents))
-        if request.background == "white":
-            images = [whiten_background(image, request.background_tolerance) for image in raw]
-        else:
-            images = list(raw)
-        params = dict(request.params(), seed=seed, task=self.task, weights=self.weight_set, mask_source=mask_source)
+        images, background_note, background_used = finish_background(
+            raw, request.background, request.background_tolerance, self.background_remover)
+        note = "; ".join(x for x in (note, background_note) if x)
+        params = dict(request.params(), seed=seed, task=self.task, weights=self.weight_set, mask_source=mask_source,
+                      background_used=background_used)
         if request.category not in TRAINED_CATEGORIES:
             warning = (f"the TryOffAnyone weights were trained on tops only: a {request.category} garment is outside "
                        "what they learned (TEMU-VTOFF covers upper, lower and dress)")

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from pipelines.preprocess.colors import dominant_color, swatch_from_hex, to_hex
 from pipelines.preprocess.images import load_image
+from pipelines.types import DESIGN_NEGATIVE
 from studio.components import (
     GENERATE,
     GPU_QUEUE,
@@ -200,7 +201,8 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
         with gr.Column(scale=2):
             f["prompt"] = gr.Textbox(label="Prompt", placeholder="a navy cotton shirt with a chest logo", lines=2,
                                      elem_id="design-prompt")
-            f["negative_prompt"] = gr.Textbox(label="Negative prompt", value=" worst quality, low quality", lines=1)
+            f["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=1,
+                                              value=defaults.get("negative_prompt", DESIGN_NEGATIVE))
             f["style"] = gr.Dropdown(styles, value="None", label="Style")
             with gr.Row():
                 f["seed"] = gr.Number(value=int(defaults.get("seed", 42)), precision=0, label="Seed (-1 = random)",
@@ -330,7 +332,7 @@ def build_design_tab(ctx: StudioContext) -> dict[str, Any]:
     # ---- API endpoint for scripts (gradio_client): plain values in, saved PNG paths out
     with gr.Group(visible=False):
         api_fields = {
-            "prompt": gr.Textbox(), "negative_prompt": gr.Textbox(value=" worst quality, low quality"),
+            "prompt": gr.Textbox(), "negative_prompt": gr.Textbox(value=defaults.get("negative_prompt", DESIGN_NEGATIVE)),
             "sketch": gr.Image(type="pil"), "color": gr.Textbox(value=""), "logo": gr.Image(type="pil", image_mode="RGBA"),
             "logo_mask": gr.Image(type="pil", image_mode="L"), "steps": gr.Number(precision=0),
             "guidance_scale": gr.Number(), "sketch_scale": gr.Number(), "color_scale": gr.Number(),

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 
 MODELS = [("TryOffAnyone — fast (SD1.5)", "tryoff"), ("TEMU-VTOFF — high quality (SD3, needs a big GPU)", "tryoff_temu")]
+BACKGROUND_INFO = ("white: flood fill from the border (offline) · remove: RMBG-1.4 cut-out on white, the official "
+                   "TryOffAnyone post-processing (falls back to the flood fill, and says so, without its weights) · "
+                   "keep: the raw output")
 
 
 def build_request(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +92,8 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
                 f["size"] = gr.Dropdown(sizes, value=sizes[0], label="Output (H x W)", elem_id="tryoff-size")
                 f["fit_mode"] = gr.Radio(list(FIT_MODES), value="crop", label="Fit photo", elem_id="tryoff-fit",
                                     info="stretch: the official TryOffAnyone geometry (aspect not kept)")
-                f["background"] = gr.Radio(list(BACKGROUNDS), value="white", label="Background", elem_id="tryoff-background")
+                f["background"] = gr.Radio(list(BACKGROUNDS), value="white", label="Background", elem_id="tryoff-background",
+                                           info=BACKGROUND_INFO)
             f["memory_mode"] = gr.Dropdown(list(MEMORY_MODES), value="auto", label="GPU memory (TEMU-VTOFF)",
                                            info="auto: everything resident when it fits, else offload", visible=False,
                                            elem_id="tryoff-memory")

@@ -22,6 +22,7 @@ def test_tryoff_tab_photo_to_garment(studio, page, tmp_path):
     # the photo of the worn garment into the editor; the top (upper) on a white background
     upload_to_editor(page, "#tryoff-person", person_path)
     page.locator("#tryoff-category").get_by_label("upper").check()
+    assert page.locator("#tryoff-background").get_by_label("remove").is_visible()  # RMBG-1.4 cut-out on white
     page.locator("#tryoff-background").get_by_label("white").check()
     time.sleep(0.5)
 
