@@ -23,6 +23,15 @@ class CheckpointLocation:
 
 
 @dataclass
+class SchpWeights:
+    """CatVTON's human parser: the two SCHP checkpoints (``zhengchong/CatVTON``: SCHP/exp-schp-*-lip/atr.pth)."""
+
+    location: str  # hub repo id or local folder
+    lip: str  # the LIP checkpoint file inside it
+    atr: str  # the ATR checkpoint file inside it
+
+
+@dataclass
 class ModelPreset:
     name: str
     description: str = ""
@@ -38,6 +47,7 @@ class ModelPreset:
     segformer: str | None = None  # clothes parser (None: mediapipe fallback)
     tryoff_segformer: str | None = None  # try-off's clothes parser (TryOffAnyone: segformer_b3); None: segformer
     sam: str | None = None  # segment-anything checkpoint file (None: no click-to-refine)
+    schp: SchpWeights | None = None  # try-on human parser (CatVTON's SCHP LIP + ATR); None: SegFormer / mediapipe
     checkpoints: dict[str, CheckpointLocation] = field(default_factory=dict)
     # whole models a method loads by name (hub id or local folder in the hub repo's layout), e.g. sd3, temu_vtoff
     models: dict[str, str] = field(default_factory=dict)
@@ -51,6 +61,8 @@ class ModelPreset:
                 return value.replace("{tiny}", str(tiny_root))
             if isinstance(value, CheckpointLocation):
                 return CheckpointLocation(sub(value.location), value.filename)
+            if isinstance(value, SchpWeights):
+                return SchpWeights(sub(value.location), value.lip, value.atr)
             if isinstance(value, dict):
                 return {k: sub(v) for k, v in value.items()}
             return value
@@ -92,6 +104,12 @@ def load_preset(name_or_path: str) -> ModelPreset:
         if not isinstance(value, dict) or set(value) - {"location", "filename"} or "location" not in value:
             raise ValueError(f"{path.name}: checkpoints.{key} needs 'location' (and optional 'filename')")
         checkpoints[key] = CheckpointLocation(**value)
+    schp = data.pop("schp", None)
+    if schp is not None:
+        if not isinstance(schp, dict) or set(schp) != {"location", "lip", "atr"} or not all(
+                isinstance(v, str) for v in schp.values()):
+            raise ValueError(f"{path.name}: schp needs exactly 'location', 'lip' and 'atr' (strings), got {schp!r}")
+        data["schp"] = SchpWeights(**schp)
     models = data.pop("models", None) or {}
     if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
         raise ValueError(f"{path.name}: models must map names to hub ids or folders (strings)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -16,6 +17,12 @@ SEGFORMER_LABELS = {
     0: "background", 1: "hat", 2: "hair", 3: "sunglasses", 4: "upper-clothes", 5: "skirt", 6: "pants",
     7: "dress", 8: "belt", 9: "left-shoe", 10: "right-shoe", 11: "face", 12: "left-leg", 13: "right-leg",
     14: "left-arm", 15: "right-arm", 16: "bag", 17: "scarf",
+}
+# SCHP-LIP's 20 labels (CatVTON's second parser; glove, coat, socks and jumpsuits only it has)
+LIP_LABELS = {
+    0: "background", 1: "hat", 2: "hair", 3: "glove", 4: "sunglasses", 5: "upper-clothes", 6: "dress", 7: "coat",
+    8: "socks", 9: "pants", 10: "jumpsuits", 11: "scarf", 12: "skirt", 13: "face", 14: "left-arm", 15: "right-arm",
+    16: "left-leg", 17: "right-leg", 18: "left-shoe", 19: "right-shoe",
 }
 
 # Try-off extracts the garment itself; TryOffAnyone treats tops as upper-clothes + dress.
@@ -74,10 +81,11 @@ class BodyParse:
 
     size: tuple[int, int]  # (W, H) of the photo
     silhouette: np.ndarray  # (H, W) bool, the person
-    labels: Optional[np.ndarray] = None  # (H, W) uint8 SegFormer labels (None for the mediapipe parse)
+    labels: Optional[np.ndarray] = None  # (H, W) uint8 ATR labels: SegFormer or SCHP-ATR (None for mediapipe)
     pose: Optional[BodyLandmarks] = None  # mediapipe landmarks in pixels when available
-    source: str = "segformer"  # "segformer" or "mediapipe"
+    source: str = "segformer"  # "schp", "segformer" or "mediapipe"
     parts: Optional[dict[str, np.ndarray]] = None  # DensePose-named body parts when a parser gives them
+    lip_labels: Optional[np.ndarray] = None  # (H, W) uint8 SCHP-LIP labels (the SCHP parse has both maps)
 
 
 def _as_parse(parse: Union[BodyParse, np.ndarray], pose: Optional[BodyLandmarks]) -> BodyParse:
@@ -91,7 +99,7 @@ def _as_parse(parse: Union[BodyParse, np.ndarray], pose: Optional[BodyLandmarks]
     if pose is not None:
         if tuple(pose.image_size) != tuple(parse.size):
             raise ValueError(f"pose was found on a {pose.image_size} image but the parse is {parse.size}")
-        parse = BodyParse(parse.size, parse.silhouette, parse.labels, pose, parse.source, parse.parts)
+        parse = dataclasses.replace(parse, pose=pose)
     return parse
 
 
@@ -266,32 +274,40 @@ def dense_parts(pose: BodyLandmarks, silhouette: Optional[np.ndarray] = None) ->
 
 # ------------------------------------------------------------------------ CatVTON's agnostic mask rules
 ATR = {name: index for index, name in SEGFORMER_LABELS.items()}
-# Kept by every category (CatVTON also lists glove and socks, labels only its LIP parser has).
-ACCESSORIES = ("hat", "sunglasses", "bag", "left-shoe", "right-shoe", "scarf")
+LIP = {name: index for index, name in LIP_LABELS.items()}
+# Kept by every category, on both maps (glove and socks exist on the LIP map only).
+ACCESSORIES = ("hat", "glove", "sunglasses", "bag", "left-shoe", "right-shoe", "scarf", "socks")
 
 
 @dataclass(frozen=True)
 class MaskRule:
-    """What a try-on of one category repaints and keeps (names: ATR labels and DensePose parts)."""
+    """What a try-on of one category repaints and keeps (names: ATR / LIP labels and DensePose parts).
+
+    Label lists apply to every label map the parse has (a name a map lacks is skipped there, as officially);
+    only the protected garments differ per map (``protect_clothes`` on ATR, ``protect_clothes_lip`` on LIP).
+    """
 
     mask_clothes: tuple[str, ...]  # worn garments always repainted (the ones the new garment replaces)
     mask_parts: tuple[str, ...]  # body parts the new garment may cover, whatever is worn there now
     protect_body: tuple[str, ...]  # skin that stays
-    protect_clothes: tuple[str, ...]  # other garments that stay
+    protect_clothes: tuple[str, ...]  # other garments that stay (ATR map)
+    protect_clothes_lip: tuple[str, ...] = ()  # other garments that stay (LIP map)
 
 
-_OVERALL = MaskRule(("upper-clothes", "dress", "pants", "skirt"),
-                    ("torso", "thighs", "legs", "big arms", "forearms"), (), ())
-# The official rules per category (CatVTON's cloth masker), on the ATR labels; dress and full follow "overall".
+_OVERALL = MaskRule(("upper-clothes", "dress", "pants", "skirt", "coat", "jumpsuits"),
+                    ("torso", "thighs", "legs", "big arms", "forearms"), (), (), ())
+# The official rules per category (CatVTON's cloth masker); dress and full follow "overall".
 AGNOSTIC_RULES = {
-    "upper": MaskRule(("upper-clothes", "dress"), ("torso", "big arms", "forearms"),
-                      ("left-leg", "right-leg"), ("skirt", "pants")),
-    "lower": MaskRule(("pants", "skirt", "dress"), ("thighs", "legs"),
-                      ("left-arm", "right-arm", "face"), ("upper-clothes",)),
+    "upper": MaskRule(("upper-clothes", "coat", "dress", "jumpsuits"), ("torso", "big arms", "forearms"),
+                      ("left-leg", "right-leg"), ("skirt", "pants"), ("skirt", "pants")),
+    "lower": MaskRule(("pants", "skirt", "dress", "jumpsuits"), ("thighs", "legs"),
+                      ("left-arm", "right-arm", "face"), ("upper-clothes",), ("upper-clothes", "coat")),
     "dress": _OVERALL,
     "full": _OVERALL,
-    "inner": MaskRule(("upper-clothes",), ("torso",), ("left-leg", "right-leg"), ("dress", "skirt", "pants")),
-    "outer": MaskRule((), ("torso", "big arms", "forearms"), ("left-leg", "right-leg"), ("dress", "pants", "skirt")),
+    "inner": MaskRule(("upper-clothes",), ("torso",), ("left-leg", "right-leg"), ("dress", "coat", "skirt", "pants"),
+                      ("dress", "coat", "skirt", "pants", "jumpsuits")),
+    "outer": MaskRule(("coat",), ("torso", "big arms", "forearms"), ("left-leg", "right-leg"),
+                      ("dress", "pants", "skirt"), ("upper-clothes", "dress", "pants", "skirt", "jumpsuits")),
 }
 
 
@@ -314,16 +330,18 @@ def hull_fill(mask: np.ndarray) -> np.ndarray:
 
 
 class _Named:
-    """Label and part lookups by name for one parse; the mediapipe parse answers from geometry."""
+    """Label and part lookups by name for one parse (ATR and/or LIP maps); the mediapipe parse answers from
+    geometry."""
 
     def __init__(self, parse: BodyParse) -> None:
         self.parse = parse
+        self.has_labels = parse.labels is not None or parse.lip_labels is not None
         if parse.parts is not None:
             self.parts = parse.parts
         else:
             self.parts = dense_parts(parse.pose, parse.silhouette) if parse.pose is not None else {}
         self.empty = np.zeros((parse.size[1], parse.size[0]), bool)
-        if parse.labels is None:
+        if not self.has_labels:
             # No clothes labels: skin and garments are told apart only by where they sit on the body.
             along = along_torso(parse.pose)
             arms = self.parts_of(("big arms", "forearms", "hands"))
@@ -343,10 +361,30 @@ class _Named:
     def parts_of(self, names) -> np.ndarray:
         return np.logical_or.reduce([self.empty] + [self.part(name) for name in names])
 
-    def labels_of(self, names) -> np.ndarray:
+    def labels_of(self, names, lip_names=None) -> np.ndarray:
+        """Where any map says one of ``names`` (``lip_names``: another list for the LIP map)."""
+        if not self.has_labels:
+            return np.logical_or.reduce([self.empty] + [self.guess.get(name, self.empty) for name in names])
+        found = self.empty
         if self.parse.labels is not None:
-            return np.isin(self.parse.labels, [ATR[name] for name in names])
-        return np.logical_or.reduce([self.empty] + [self.guess.get(name, self.empty) for name in names])
+            found = found | np.isin(self.parse.labels, [ATR[name] for name in names if name in ATR])
+        if self.parse.lip_labels is not None:
+            lip_names = names if lip_names is None else lip_names
+            found = found | np.isin(self.parse.lip_labels, [LIP[name] for name in lip_names if name in LIP])
+        return found
+
+    def face(self) -> np.ndarray:
+        """The strongly protected face: the LIP map's when there is one (as officially), else the ATR map's."""
+        if self.parse.lip_labels is not None:
+            return self.parse.lip_labels == LIP["face"]
+        return self.labels_of(("face",))
+
+    def background(self) -> np.ndarray:
+        """Where every map says background (the silhouette's outside for the mediapipe parse)."""
+        if not self.has_labels:
+            return ~self.parse.silhouette
+        maps = [labels for labels in (self.parse.labels, self.parse.lip_labels) if labels is not None]
+        return np.logical_and.reduce([labels == 0 for labels in maps])
 
 
 def tryon_mask(parse: Union[BodyParse, np.ndarray], category: str, pose: Optional[BodyLandmarks] = None) -> Image.Image:
@@ -360,13 +398,15 @@ def tryon_mask(parse: Union[BodyParse, np.ndarray], category: str, pose: Optiona
         area  = convex hull of each region - weak, Gaussian blur b, >= 25/255
         mask  = (area | the rule's worn garments) - strong, dilated k
 
-    Labels come from the clothes parser (ATR); body parts from the parse when it has them, else from the pose
-    (:func:`dense_parts`), so a SegFormer parse without either keeps to the labels. The mediapipe parse has no labels: skin and worn garments are
-    guessed from where they sit on the body (arms, legs, the torso above the waist).
+    Labels come from the clothes parsers: SegFormer (ATR), or SCHP's ATR and LIP maps, where a label counts
+    when either map has it (background: both say so; the face: the LIP map's); body parts from the parse when
+    it has them, else from the pose (:func:`dense_parts`), so a parse without either keeps to the labels. The
+    mediapipe parse has no labels: skin and worn garments are guessed from where they sit on the body (arms,
+    legs, the torso above the waist).
     """
     rule = AGNOSTIC_RULES[check_category(category, tuple(AGNOSTIC_RULES))]
     parse = _as_parse(parse, pose)
-    if parse.labels is None and parse.pose is None:
+    if parse.labels is None and parse.lip_labels is None and parse.pose is None:
         raise ValueError("a parse without clothes labels needs pose landmarks to build garment regions")
     named = _Named(parse)
     width, height = parse.size
@@ -374,13 +414,14 @@ def tryon_mask(parse: Union[BodyParse, np.ndarray], category: str, pose: Optiona
     square = np.ones((dilate_size, dilate_size), np.uint8)
 
     skin = named.labels_of(("left-arm", "right-arm", "left-leg", "right-leg"))
-    if parse.labels is None:
+    if not named.has_labels:
         skin = parse.silhouette
     hands_feet = cv2.dilate(named.parts_of(("hands", "feet")).astype(np.uint8), square) > 0
-    strong_protect = (hands_feet & skin) | named.labels_of(("face",))
+    strong_protect = (hands_feet & skin) | named.face()
     weak_protect = (strong_protect | named.labels_of(("hair",)) | named.labels_of(ACCESSORIES)
-                    | named.labels_of(rule.protect_body) | named.labels_of(rule.protect_clothes))
-    background = ~parse.silhouette if parse.labels is None else parse.labels == 0
+                    | named.labels_of(rule.protect_body)
+                    | named.labels_of(rule.protect_clothes, rule.protect_clothes_lip))
+    background = named.background()
 
     parts = named.parts_of(rule.mask_parts).astype(np.uint8)
     quarter = cv2.resize(parts, (max(1, width // 4), max(1, height // 4)), interpolation=cv2.INTER_NEAREST)

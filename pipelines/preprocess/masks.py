@@ -1,7 +1,9 @@
 """Automatic garment masks for try-on / try-off, SAM click-to-refine, and mask utilities.
 
-Two parsers produce a :class:`BodyParse` of a person photo:
+Three parsers produce a :class:`BodyParse` of a person photo:
 
+* SCHP (:mod:`pipelines.preprocess.schp`), CatVTON's own parser: an ATR (18 labels) and a LIP (20 labels)
+  label map, used when the preset names its weights (``schp:``);
 * :class:`ClothesParser`: a SegFormer clothes model (``mattmdjaga/segformer_b2_clothes``, 18 labels) giving
   a per-pixel label map;
 * :class:`MediapipeBodyParser`: the offline fallback from the legacy mediapipe selfie segmentation
@@ -10,7 +12,8 @@ Two parsers produce a :class:`BodyParse` of a person photo:
 :func:`~pipelines.preprocess.bodyparts.tryon_mask` is CatVTON's broad agnostic mask for where the NEW garment
 may go (the official rules per category); :func:`~pipelines.preprocess.bodyparts.tryoff_mask` is the worn
 garment itself.
-:class:`AutoMasker` picks SegFormer when it loads, otherwise mediapipe, and reports which it used.
+:class:`AutoMasker` picks SCHP when configured and available, else SegFormer when it loads, otherwise mediapipe,
+and reports which it used (and why the better ones were not).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from pipelines.core.checkpoints import load_strict, offline_hint, read_state_dict
+from pipelines.core.presets import SchpWeights
 from pipelines.preprocess.bodyparts import (
     SEGFORMER_LABELS,
     TRYOFF_LABELS,
@@ -220,27 +224,64 @@ class MediapipeBodyParser:
 @dataclass
 class MaskResult:
     mask: Image.Image  # binary L, 255 = region
-    source: str  # "segformer" or "mediapipe"
+    source: str  # "schp", "segformer" or "mediapipe"
     note: str = ""  # why the fallback was used, if it was
 
 
 class AutoMasker:
-    """Automatic masks: SegFormer when it loads, otherwise the mediapipe fallback (reported in the result).
+    """Automatic masks: SCHP (LIP + ATR) when configured and available, else SegFormer when it loads, otherwise
+    the mediapipe fallback (reported in the result).
 
-    ``segformer_location=None`` skips SegFormer. A failed load is remembered, so the (slow) offline
-    attempt happens once per masker.
+    ``schp``: the SCHP weights (:class:`SchpWeights`; None skips SCHP). ``segformer_location=None`` skips
+    SegFormer. A failed load is remembered, so the (slow) offline attempt happens once per masker; a damaged
+    or wrong checkpoint file raises :class:`CheckpointError` naming it.
     """
 
     def __init__(self, segformer_location: str | Path | None = DEFAULT_SEGFORMER, device: str = "cpu",
-                 use_pose: bool = True) -> None:
+                 use_pose: bool = True, schp: SchpWeights | None = None) -> None:
         self.clothes_parser = None if segformer_location is None else ClothesParser(segformer_location, device)
         self.fallback = MediapipeBodyParser()
         self.use_pose = use_pose
+        self.device = device
+        self.schp = schp
+        self.schp_parsers: Optional[tuple] = None  # (LIP, ATR) SchpParser once their files are found
+        self.schp_unavailable_reason: Optional[str] = None
         self.unavailable_reason: Optional[str] = None if segformer_location else "no SegFormer location configured"
         self.last_source: Optional[str] = None
 
+    def _pose(self, image: Image.Image):
+        if not self.use_pose:
+            return None
+        try:
+            return detect_body_landmarks(image)
+        except ModelUnavailableError as error:
+            logger.info("no pose for the try-on mask extension: %s", error)
+            return None
+
+    def _schp_parse(self, image: Image.Image) -> Optional[BodyParse]:
+        """The SCHP parse (ATR labels + LIP labels), or None when its weights cannot be had (remembered)."""
+        from pipelines.preprocess.schp import SchpParser, resolve_weights
+
+        try:
+            if self.schp_parsers is None:
+                self.schp_parsers = tuple(
+                    SchpParser(resolve_weights(self.schp.location, filename), dataset, self.device)
+                    for dataset, filename in (("lip", self.schp.lip), ("atr", self.schp.atr))
+                )
+            lip, atr = (parser.parse(image) for parser in self.schp_parsers)
+        except ModelUnavailableError as error:
+            self.schp_unavailable_reason = str(error)
+            logger.warning("SCHP unavailable, using the next parser: %s", error)
+            return None
+        return BodyParse(image.size, (atr != 0) | (lip != 0), atr, self._pose(image), "schp", lip_labels=lip)
+
     def parse(self, image: Image.Image) -> BodyParse:
         """Parse ``image`` with the best available parser."""
+        if self.schp is not None and self.schp_unavailable_reason is None:
+            parse = self._schp_parse(image)
+            if parse is not None:
+                self.last_source = "schp"
+                return parse
         if self.clothes_parser is not None and self.unavailable_reason is None:
             try:
                 labels = self.clothes_parser.parse(image)
@@ -248,21 +289,19 @@ class AutoMasker:
                 self.unavailable_reason = str(error)
                 logger.warning("SegFormer unavailable, using the mediapipe fallback: %s", error)
             else:
-                pose = None
-                if self.use_pose:
-                    try:
-                        pose = detect_body_landmarks(image)
-                    except ModelUnavailableError as error:
-                        logger.info("no pose for the try-on mask extension: %s", error)
                 self.last_source = "segformer"
-                return BodyParse(image.size, labels != 0, labels, pose, "segformer")
+                return BodyParse(image.size, labels != 0, labels, self._pose(image), "segformer")
         parse = self.fallback.parse(image)
         self.last_source = parse.source
         return parse
 
     def _result(self, mask: Image.Image, parse: BodyParse) -> MaskResult:
-        note = "" if parse.source == "segformer" else f"SegFormer not used: {self.unavailable_reason}"
-        return MaskResult(mask, parse.source, note)
+        notes = []
+        if self.schp is not None and parse.source != "schp":
+            notes.append(f"SCHP not used: {self.schp_unavailable_reason}")
+        if parse.source == "mediapipe":
+            notes.append(f"SegFormer not used: {self.unavailable_reason}")
+        return MaskResult(mask, parse.source, "; ".join(notes))
 
     def tryon_mask(self, image: Image.Image, category: str) -> MaskResult:
         """Try-on mask for ``image`` (see :func:`tryon_mask`)."""
@@ -486,15 +525,18 @@ class SamRefiner:
 
 
 def masker_factory(registry, kind: str = "tryon") -> Callable[[], Any]:
-    """A lazy, registry-shared AutoMasker (SegFormer from the preset, mediapipe fallback). ``kind="tryoff"``
-    uses the preset's ``tryoff_segformer`` when it names one (TryOffAnyone parses with segformer_b3)."""
+    """A lazy, registry-shared AutoMasker (try-on: SCHP when the preset names it, then SegFormer from the
+    preset, mediapipe fallback). ``kind="tryoff"`` uses the preset's ``tryoff_segformer`` when it names one
+    (TryOffAnyone parses with segformer_b3) and no SCHP (its script does not)."""
     location = registry.preset.segformer
+    schp = registry.preset.schp if kind == "tryon" else None
     if kind == "tryoff" and registry.preset.tryoff_segformer:
         location = registry.preset.tryoff_segformer
+    key = f"auto_masker:{location}" + (f"|schp:{schp.location}:{schp.lip}:{schp.atr}" if schp else "")
 
     def build():
         return registry.shared(
-            f"auto_masker:{location}", lambda: AutoMasker(location, device=str(registry.device)), "auto masker"
+            key, lambda: AutoMasker(location, device=str(registry.device), schp=schp), "auto masker"
         )
 
     return build
