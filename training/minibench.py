@@ -314,6 +314,12 @@ if __name__ == "__main__":
 
 
 # ------------------------------------------------------------------------------ design methods (the package)
+def means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean of every numeric field over the rows that have it (sorted by name)."""
+    keys = sorted({key for row in rows for key, value in row.items() if isinstance(value, float)})
+    return {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
+
+
 def neutral_caption(garment: dict[str, Any]) -> str:
     """The held-out garment's caption without its colour word: the colour has to come through the swatch."""
     from types import SimpleNamespace
@@ -398,8 +404,7 @@ def evaluate_design(root: Path, preset: Path, samples: int = 48, steps: int = 20
             for name, image in images.items():
                 Image.fromarray(image).save(root / f"design_{index}_{name}.png")
         rows.append(row)
-    keys = sorted({key for row in rows for key in row if key not in ("id", "caption", "category")})
-    summary = {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
+    summary = means(rows)
     return {"preset": str(preset), "samples": len(rows), "logo_samples": sum("logo_ncc" in row for row in rows),
             "steps": steps, "guidance": 5.0, "summary": summary, "rows": rows}
 
@@ -459,6 +464,4 @@ def evaluate_tryon_tryoff(root: Path, preset: Path, samples: int = 48, steps: in
                 for name, out in outputs.items():
                     Image.fromarray(out).save(root / f"{name}_{index}.png")
             rows.append(row)
-    keys = sorted({key for row in rows for key in row if key not in ("kind", "id", "category")})
-    summary = {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
-    return {"preset": str(preset), "samples": len(rows), "steps": steps, "summary": summary, "rows": rows}
+    return {"preset": str(preset), "samples": len(rows), "steps": steps, "summary": means(rows), "rows": rows}

@@ -1,0 +1,115 @@
+"""The shipped GarmentBench-mini preset in the browser, as a new user meets it offline: a dress sketch, the colour
+red and a logo in a painted box come out as a red dress of that silhouette with the logo in the box."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.studio.browser_helpers import draw_stroke, upload_to_editor
+from tests.studio.conftest import free_port, screenshot
+
+pytestmark = pytest.mark.browser
+
+RED = (214, 40, 40)  # "Bold primaries" first colour, #d62828
+
+
+@pytest.fixture(scope="module")
+def mini_studio(models_dir, tmp_path_factory):
+    import app
+
+    work = tmp_path_factory.mktemp("mini_studio")
+    args = app.parse_args(["--preset", "mini", "--outputs", str(work / "outputs"), "--runs", str(work / "runs"),
+                           "--models_dir", str(models_dir), "--device", "cpu"])
+    demo, outputs, runs = app.build(args)
+    port = free_port()
+    demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
+                                                   prevent_thread_lock=True, quiet=True,
+                                                   allowed_paths=[str(outputs.root)])
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "outputs": outputs, "service": demo.atelier_context.service}
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def dress(tmp_path_factory):
+    """A held-out dress with a logo (a seed the mini models never saw): its sketch, logo, box and silhouette."""
+    from training.synthetic import main as synthetic_main
+
+    root = tmp_path_factory.mktemp("dress") / "data"
+    assert synthetic_main(["--out", str(root), "--count", "60", "--seed", "97", "--size", "64x80",
+                           "--kinds", "garmentbench", "--split", "test"]) == 0
+    manifest = json.loads((root / "garmentbench.json").read_text())
+    record = next(s for s in manifest["samples"] if s["garment"]["category"] == "dress" and s["garment"]["logo"])
+    folder = root / "garmentbench"
+    sketch = root / "sketch_512.png"
+    Image.open(folder / record["files"]["sketch"]).convert("RGB").resize((512, 640), Image.NEAREST).save(sketch)
+    return {"sketch": sketch, "logo": folder / record["files"]["logo"], "box": record["garment"]["logo"]["box"],
+            "silhouette": np.asarray(Image.open(folder / record["files"]["silhouette"]).convert("L")) > 127}
+
+
+def test_mini_preset_draws_a_red_dress_with_the_logo_in_the_painted_box(mini_studio, dress, page):
+    from training.minibench import colour_error, garment_mask, iou
+
+    page.goto(mini_studio["url"])
+    page.wait_for_selector("#design-sketch canvas", timeout=60_000)
+    page.set_viewport_size({"width": 1400, "height": 1250})
+    assert "GarmentBench-mini" in page.locator("#preset-banner").inner_text()
+    time.sleep(0.8)
+
+    # 1. the dress sketch, 2. red from a palette
+    upload_to_editor(page, "#design-sketch", dress["sketch"])
+    page.get_by_role("tab", name="Colour").click()
+    page.locator("#design-palette input").click()
+    page.get_by_role("option", name="Bold primaries").click()
+    page.locator("#design-palette-colors label").first.wait_for(timeout=10_000)
+    page.locator("#design-palette-colors label").first.click()
+    time.sleep(0.5)
+
+    # 3. the logo, and its box painted on the mask canvas (horizontal strokes inside the box)
+    page.get_by_role("tab", name="Logo & mask").click()
+    page.locator("#design-logo input[type=file]").set_input_files(str(dress["logo"]))
+    page.locator("#design-placement-preview img").wait_for(timeout=20_000)
+    page.locator("#design-mask-mode label", has_text="Paint mask").click()
+    x0, y0, x1, y1 = (v / s for v, s in zip(dress["box"], (64, 80, 64, 80)))
+    inset_x, inset_y = 12 / 512, 12 / 640  # half the 24 px brush: the paint stays inside the box
+    for fy in np.linspace(y0 + inset_y, y1 - inset_y, 4):
+        draw_stroke(page, "#design-mask", [(x0 + inset_x, fy), (x1 - inset_x, fy)])
+    time.sleep(0.5)
+
+    # 4. a colour-free prompt: the colour has to come from the picked swatch
+    page.locator("#design-prompt textarea").fill("a dress with a logo")
+    page.locator("#design-generate").click()
+    page.wait_for_function("() => document.querySelector('#design-status').innerText.includes('Done')",
+                           timeout=180_000)
+    page.get_by_role("tab", name="Sketch").click()
+    time.sleep(0.5)
+    screenshot(page, "mini_design")
+
+    from pipelines.preprocess.images import read_png_params
+
+    [path] = [p for p in mini_studio["outputs"].root.glob("*/design/*.png")
+              if read_png_params(p)["prompt"] == "a dress with a logo"]
+    params = read_png_params(path)
+    assert params["has_sketch"] and params["has_color"] and params["has_logo"], params
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape == (80, 64, 3)
+    # the silhouette of the sketch, in red, with the logo's pixels inside the box and not around it
+    silhouette_iou = iou(garment_mask(image), dress["silhouette"])
+    red_error = colour_error(image, RED)
+    x0, y0, x1, y1 = dress["box"]
+    box = np.zeros((80, 64), bool)
+    box[y0:y1, x0:x1] = True
+    around = np.zeros((80, 64), bool)
+    around[max(0, y0 - 10):y1 + 10, max(0, x0 - 10):x1 + 10] = True
+    around &= ~box & dress["silhouette"]
+    box_difference = colour_error(image, RED, box) - colour_error(image, RED, around)
+    print(f"mini browser: IoU {silhouette_iou:.3f}, red CIEDE2000 {red_error:.1f}, box vs around {box_difference:.1f}")
+    assert silhouette_iou > 0.6, silhouette_iou
+    assert red_error < 20, red_error
+    assert box_difference > 10, box_difference  # the box holds something other than the red dress: the logo
