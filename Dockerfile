@@ -17,5 +17,6 @@ RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install -r requirements.txt
 COPY . .
 
 EXPOSE 7860
-# The real model set on a GPU (falls back to the offline 'tiny' preset without CUDA: --preset auto).
+# The real model set on a GPU; without CUDA (or without reachable weights) --preset auto starts the shipped
+# GarmentBench-mini models, else the random tiny set.
 CMD ["/app/.venv/bin/python", "app.py", "--preset", "auto"]

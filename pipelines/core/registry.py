@@ -57,6 +57,20 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return _HUB_REACHABLE
 
 
+def fetch_file(location: str, filename: str | None = None) -> Path:
+    """A local path for ``location`` (a file, a folder holding ``filename``, or a hub repo id): downloaded when
+    the Hub answers; when it does not, only the local cache is looked at (never waits on an unreachable Hub)."""
+    if not Path(location).expanduser().exists() and not hub_reachable():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(location, filename, local_files_only=True))
+        except Exception as error:
+            where = f"{location}/{filename}: " if filename else ""
+            raise ModelUnavailableError(where + offline_hint(location)) from error
+    return resolve_file(location, filename)
+
+
 def from_pretrained(cls: Any, location: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained`` that never hangs offline: local folders and cached hub files load directly;
     an uncached hub id is only downloaded when the Hub is reachable, else ModelUnavailableError."""
@@ -237,14 +251,7 @@ class ModelRegistry:
         if name not in self.preset.checkpoints:
             raise ModelUnavailableError(f"preset {self.preset.name!r} has no checkpoint {name!r}")
         entry = self.preset.checkpoints[name]
-        if not Path(entry.location).expanduser().exists() and not hub_reachable():
-            try:
-                from huggingface_hub import hf_hub_download
-
-                return Path(hf_hub_download(entry.location, entry.filename, local_files_only=True))
-            except Exception as error:
-                raise ModelUnavailableError(offline_hint(entry.location)) from error
-        return resolve_file(entry.location, entry.filename)
+        return fetch_file(entry.location, entry.filename)
 
     def use_checkpoint(self, name: str, path: str | Path | None) -> None:
         """Point checkpoint ``name`` at a local file (e.g. a fine-tune's output), or back at the preset's own

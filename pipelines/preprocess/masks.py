@@ -260,12 +260,13 @@ class AutoMasker:
 
     def _schp_parse(self, image: Image.Image) -> Optional[BodyParse]:
         """The SCHP parse (ATR labels + LIP labels), or None when its weights cannot be had (remembered)."""
-        from pipelines.preprocess.schp import SchpParser, resolve_weights
+        from pipelines.core.registry import fetch_file
+        from pipelines.preprocess.schp import SchpParser
 
         try:
             if self.schp_parsers is None:
                 self.schp_parsers = tuple(
-                    SchpParser(resolve_weights(self.schp.location, filename), dataset, self.device)
+                    SchpParser(fetch_file(self.schp.location, filename), dataset, self.device)
                     for dataset, filename in (("lip", self.schp.lip), ("atr", self.schp.atr))
                 )
             lip, atr = (parser.parse(image) for parser in self.schp_parsers)

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pipelines.core.checkpoints import LoadReport, load_strict, offline_hint, read_state_dict, resolve_file
+from pipelines.core.checkpoints import LoadReport, load_strict, read_state_dict
+from pipelines.core.registry import fetch_file
 from pipelines.preprocess.images import to_rgb, whiten_background
 from pipelines.types import CheckpointError, ModelUnavailableError
 
@@ -257,22 +258,6 @@ def finish_background(images: Sequence[Image.Image], background: str, tolerance:
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def _fetch(location: str, filename: str) -> Path:
-    """``filename`` of a local folder or hub repo; offline, only the hub cache is looked at (never hangs)."""
-    if Path(location).expanduser().exists():
-        return resolve_file(location, filename)
-    from pipelines.core.registry import hub_reachable
-
-    if not hub_reachable():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(location, filename, local_files_only=True))
-        except Exception as error:
-            raise ModelUnavailableError(offline_hint(location)) from error
-    return resolve_file(location, filename)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -295,10 +280,10 @@ def load_rmbg(location: str | Path, device: torch.device | str = "cpu") -> tuple
         config = _read_json(config_path) if config_path.is_file() else {}
         preprocessor = local.with_name(PREPROCESSOR_NAME)
     else:
-        config = _read_json(_fetch(location, CONFIG_NAME))
-        weights = _fetch(location, WEIGHTS_NAME)
+        config = _read_json(fetch_file(location, CONFIG_NAME))
+        weights = fetch_file(location, WEIGHTS_NAME)
         try:
-            preprocessor = _fetch(location, PREPROCESSOR_NAME)
+            preprocessor = fetch_file(location, PREPROCESSOR_NAME)
         except ModelUnavailableError:
             preprocessor = None
     if config.get("in_ch", 3) != 3 or config.get("out_ch", 1) != 1:

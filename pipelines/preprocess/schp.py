@@ -44,13 +44,11 @@ from torch import nn
 from pipelines.core.checkpoints import (
     drop_leading,
     load_strict,
-    offline_hint,
     read_state_dict,
-    resolve_file,
     unwrap,
 )
 from pipelines.preprocess.bodyparts import LIP_LABELS, SEGFORMER_LABELS
-from pipelines.types import CheckpointError, ModelUnavailableError
+from pipelines.types import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -328,23 +326,6 @@ def write_tiny_schp(root: str | Path) -> dict[str, Path]:
     root = Path(root)
     return {name: save_schp(tiny_schp(name, seed), root / "SCHP" / f"schp_tiny_{name}.pth")
             for seed, name in enumerate(DATASETS)}
-
-
-def resolve_weights(location: str, filename: str | None) -> Path:
-    """A local path for an SCHP file: ``location`` a file, a folder holding ``filename``, or a hub repo id
-    (downloaded when the Hub answers, else taken from the cache; never waits on an unreachable Hub)."""
-    if Path(location).expanduser().exists():
-        return resolve_file(location, filename)
-    from pipelines.core.registry import hub_reachable
-
-    if filename is not None and not hub_reachable():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(location, filename, local_files_only=True))
-        except Exception as error:
-            raise ModelUnavailableError(f"{location}/{filename}: " + offline_hint(location)) from error
-    return resolve_file(location, filename)
 
 
 # ------------------------------------------------------------------------------ pre- and post-processing
