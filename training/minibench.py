@@ -92,6 +92,10 @@ def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
     ]
 
 
+NEEDS = {"base": ("vae",), "inpaint": ("base",), "gam": ("base",), "colour": ("base",), "lem": ("inpaint",),
+         "tryon": ("inpaint",), "tryoff": ("inpaint",)}  # stage -> the stages whose output it trains on
+
+
 def final_dir(root: Path, stage: str) -> Path:
     """The stage's finished output (``final/`` of its latest attempt); a path that does not exist when unfinished."""
     attempts = attempts_of(root / stage)
@@ -106,7 +110,9 @@ def attempts_of(folder: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------------------------- train
 def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48,
-          vae_width: int = 0) -> dict[str, Any]:
+          vae_width: int = 0, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every stage not finished yet, in order; ``only``: just those stages (e.g. two processes on two cores
+    training independent stages side by side), each refusing to start before the stages it reads are done."""
     import importlib
 
     from pipelines.core.tiny import build_tiny_model_set
@@ -126,7 +132,16 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
             timings[f"data_{split}"] = time.perf_counter() - start
     architecture = build_tiny_model_set(root / "architecture") / "base"
     # 2.. the trained stages, each resumable
-    for stage in stages(root, architecture, vae_width):
+    planned = stages(root, architecture, vae_width)
+    unknown = set(only) - {stage.name for stage in planned}
+    if unknown:
+        raise ValueError(f"--stages: unknown {', '.join(sorted(unknown))} (stages: {', '.join(s.name for s in planned)})")
+    for stage in planned:
+        if only and stage.name not in only:
+            continue
+        missing = [name for name in NEEDS.get(stage.name, ()) if not final_dir(root, name).exists()]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} trains on {', '.join(missing)}, which is not finished yet")
         if final_dir(root, stage.name).exists():
             logger.info("stage %s: done (%s)", stage.name, final_dir(root, stage.name))
             continue
@@ -142,7 +157,9 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
         if importlib.import_module(stage.trainer).main(["--config", str(config)]) != 0:
             raise RuntimeError(f"stage {stage.name} failed: see {run}/log.txt")
         timings[stage.name] = time.perf_counter() - start
-    (root / "train_timings.json").write_text(json.dumps(timings, indent=2))
+    record = root / "train_timings.json"  # seconds per stage, merged over runs (and side-by-side processes)
+    earlier = json.loads(record.read_text()) if record.exists() else {}
+    record.write_text(json.dumps({**earlier, **timings}, indent=2))
     return timings
 
 
@@ -278,6 +295,7 @@ def evaluate(root: Path, samples: int = 48, steps: int = 20, guidance: float = 5
         result["summary"].update({f"design_{key}": value for key, value in result["design"]["summary"].items()})
         result["tryon_tryoff"] = evaluate_tryon_tryoff(root, preset, samples, steps)
         result["summary"].update(result["tryon_tryoff"]["summary"])
+        evaluation_grid(root, min(6, samples))
     (root / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -290,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-count", type=int, default=600)
     parser.add_argument("--samples", type=int, default=48, help="held-out captions to evaluate")
     parser.add_argument("--vae-width", type=int, default=0, help="the VAE's first-level channels (0 = the tiny 8)")
+    parser.add_argument("--stages", default="", help="train: only these stages, comma-separated (default: all)")
     parser.add_argument("--to", default=None, help="package: the folder receiving mini.yaml + mini/ "
                                                    "(default <out>/package; presets/models ships it)")
     args = parser.parse_args(argv)
@@ -297,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out)
     try:
         if args.command == "train":
-            print(json.dumps(train(root, args.steps_scale, args.train_count, max(args.samples, 8), args.vae_width),
-                             indent=2))
+            only = tuple(name for name in (args.stages or "").split(",") if name)
+            print(json.dumps(train(root, args.steps_scale, args.train_count, max(args.samples, 8), args.vae_width,
+                                   only), indent=2))
         elif args.command == "package":
             print(package(root, Path(args.to) if args.to else root / "package"))
         else:
@@ -465,3 +485,43 @@ def evaluate_tryon_tryoff(root: Path, preset: Path, samples: int = 48, steps: in
                     Image.fromarray(out).save(root / f"{name}_{index}.png")
             rows.append(row)
     return {"preset": str(preset), "samples": len(rows), "steps": steps, "summary": means(rows), "rows": rows}
+
+
+def evaluation_grid(root: Path, rows: int = 6, scale: int = 3) -> Path:
+    """``root/grid.png``: for the first held-out samples, each pathway with and without its condition, next to
+    the inputs (design: sketch | +sketch | -sketch | +colour | -colour | +logo; try-on: person | garment |
+    try-on | blank garment; try-off: person | garment | try-off | blank person), upscaled for reading."""
+    from PIL import Image, ImageDraw
+
+    test = root / "data" / "test"
+    design = json.loads((test / "garmentbench.json").read_text())["samples"]
+    tryon = json.loads((test / "tryon.json").read_text())["samples"]
+    tryoff = json.loads((test / "tryoff.json").read_text())["samples"]
+    columns = ["sketch", "+sketch", "-sketch", "+colour", "-colour", "+logo", "", "person", "garment", "try-on",
+               "-garment", "", "person", "truth", "try-off", "-person"]
+    width, height = SIZE
+    header = 14
+    grid = Image.new("RGB", (len(columns) * width * scale, header + rows * height * scale), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, name in enumerate(columns):
+        draw.text((column * width * scale + 4, 2), name, fill="black")
+
+    def tile(path: Path | None) -> Image.Image | None:
+        if path is None or not path.exists():
+            return None
+        return Image.open(path).convert("RGB").resize((width * scale, height * scale), Image.NEAREST)
+
+    for index in range(rows):
+        files = [test / "garmentbench" / design[index]["files"]["sketch"]]
+        files += [root / f"design_{index}_{name}.png" for name in ("sketch", "no_sketch", "colour", "no_colour", "logo")]
+        files += [None, test / "tryon" / tryon[index]["files"]["person"], test / "tryon" / tryon[index]["files"]["garment"],
+                  root / f"tryon_{index}.png", root / f"tryon_ablation_{index}.png", None,
+                  test / "tryoff" / tryoff[index]["files"]["person"], test / "tryoff" / tryoff[index]["files"]["garment"],
+                  root / f"tryoff_{index}.png", root / f"tryoff_ablation_{index}.png"]
+        for column, path in enumerate(files):
+            image = tile(path)
+            if image is not None:
+                grid.paste(image, (column * width * scale, header + index * height * scale))
+    path = root / "grid.png"
+    grid.save(path)
+    return path

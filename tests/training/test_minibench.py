@@ -43,7 +43,11 @@ def test_metrics_measure_what_they_say():
 
 def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     root = tmp_path / "bench"
-    assert main(["train", "--out", str(root), "--steps-scale", "0.004", "--train-count", "12", "--samples", "2"]) == 0
+    quick = ["--steps-scale", "0.004", "--train-count", "12", "--samples", "2"]
+    assert main(["train", "--out", str(root), "--stages", "gam", *quick]) == 2  # its base is not trained yet
+    assert main(["train", "--out", str(root), "--stages", "everything", *quick]) == 2
+    assert not (root / "gam").exists()
+    assert main(["train", "--out", str(root), *quick]) == 0
     for stage in ("vae", "base", "inpaint", "gam", "colour", "lem", "tryon", "tryoff"):
         assert final_dir(root, stage).exists(), stage
     first = final_dir(root, "base")
@@ -57,6 +61,7 @@ def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
                 "design_colour_ablation_ciede2000", "tryon_ciede2000", "tryon_ablation_ciede2000",
                 "tryon_outside_error", "tryoff_iou", "tryoff_ablation_iou", "tryoff_ciede2000"):
         assert np.isfinite(result["summary"][key]), key
+    assert (root / "grid.png").is_file()
     # the package is a preset of safetensors the studio loads
     package = root / "package"
     assert (package / "mini.yaml").is_file() and (package / "mini" / "gam.safetensors").is_file()
