@@ -145,6 +145,8 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
         if final_dir(root, stage.name).exists():
             logger.info("stage %s: done (%s)", stage.name, final_dir(root, stage.name))
             continue
+        # planned again now: the folders it reads are those of the attempts that finished meanwhile
+        stage = next(s for s in stages(root, architecture, vae_width) if s.name == stage.name)
         attempts = attempts_of(root / stage.name)
         run = root / stage.name / f"attempt-{len(attempts) + 1}"
         values = {**stage.values, "output_dir": str(run), "max_train_steps": max(2, int(stage.steps * steps_scale))}
@@ -155,7 +157,7 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
         config.write_text(yaml.safe_dump(values))
         start = time.perf_counter()
         if importlib.import_module(stage.trainer).main(["--config", str(config)]) != 0:
-            raise RuntimeError(f"stage {stage.name} failed: see {run}/log.txt")
+            raise RuntimeError(f"stage {stage.name} failed: see the log above and {run}/result.json")
         timings[stage.name] = time.perf_counter() - start
     record = root / "train_timings.json"  # seconds per stage, merged over runs (and side-by-side processes)
     earlier = json.loads(record.read_text()) if record.exists() else {}
