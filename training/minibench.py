@@ -331,9 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 # ------------------------------------------------------------------------------ design methods (the package)
 def means(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -527,3 +524,7 @@ def evaluation_grid(root: Path, rows: int = 6, scale: int = 3) -> Path:
     path = root / "grid.png"
     grid.save(path)
     return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
