@@ -138,7 +138,7 @@ def build_dressing_tab(ctx: StudioContext) -> dict[str, Any]:
                 f["guidance_scale"] = gr.Slider(0, 15, value=float(defaults.get("guidance_scale", 6.5)), step=0.5,
                                                 label="Text guidance", elem_id="dressing-guidance")
                 f["garment_guidance_scale"] = gr.Slider(
-                    0, 15, value=float(defaults.get("garment_guidance_scale", defaults.get("guidance_scale", 6.5))),
+                    0, 15, value=float(defaults.get("garment_guidance_scale") or defaults.get("guidance_scale", 6.5)),
                     step=0.5, label="Garment guidance", elem_id="dressing-garment-guidance",
                 )
             with gr.Row():
