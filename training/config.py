@@ -315,7 +315,13 @@ class MiniBaseConfig(TrainConfig):
     learning_rate: float = _f(5e-4, "peak learning rate (from scratch: high)", (1e-10, 1.0))
     adam_weight_decay: float = _f(0.0, "AdamW weight decay", (0.0, 1.0))
     kl_weight: float = _f(1e-6, "part vae: weight of the KL term", (0.0, 1.0))
-    drop_text_prob: float = _f(0.1, "part unet: probability of an empty caption (the CFG branch)", (0.0, 1.0))
+    drop_text_prob: float = _f(0.1, "parts unet, inpaint: probability of an empty caption (the CFG branch; "
+                                    "inpaint: also what makes the UNet read the masked image)", (0.0, 1.0))
+    input_lr_scale: float = _f(1.0, "part inpaint: conv_in learns at this x learning_rate (its 5 new input "
+                                    "channels start at zero and otherwise stay near it)", (0.01, 1000.0))
+    skip_cross_attention: bool = _f(False, "part inpaint: every attn2 returns its input (no text), as the LEM, "
+                                           "CatVTON and TryOffAnyone run this UNet; the masked image is then "
+                                           "all it has to go on")
     train_text_encoder: bool = _f(True, "part unet: train the (small, from scratch) text encoder with the UNet")
     vae_width: int = _f(0, "part vae: channels of the VAE's first level, the others 2x (0 = the architecture's)",
                         (0, 512))
@@ -330,6 +336,10 @@ class MiniBaseConfig(TrainConfig):
             raise ConfigError("base: part 'inpaint' starts from a trained base; give the part-unet run's final folder")
         if self.part == "inpaint" and self.vae:
             raise ConfigError("vae: part 'inpaint' uses the base's own VAE (<base>/vae); leave vae empty")
+        if self.part != "inpaint" and self.input_lr_scale != 1.0:
+            raise ConfigError("input_lr_scale: only part 'inpaint' adds input channels; leave it at 1")
+        if self.part != "inpaint" and self.skip_cross_attention:
+            raise ConfigError("skip_cross_attention: only part 'inpaint' trains without text; leave it false")
         if self.part != "vae" and self.vae_width:
             raise ConfigError("vae_width: only part 'vae' builds a VAE; the UNet trains on the given one")
         if self.vae_width % 8:

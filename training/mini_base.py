@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from pipelines.core.concat_inpaint import skip_cross_attention
 from pipelines.core.sampling import encode_prompts
 from training.common import TrainerContext, endless, run_cli, write_model_card
 from training.config import ConfigError, MiniBaseConfig
@@ -182,6 +183,8 @@ def train(context: TrainerContext) -> None:
         train_text = config.train_text_encoder and config.part == "unet"  # inpaint: the base's, frozen
         text_encoder.requires_grad_(train_text)
         trained = {"unet": models["unet"].to(device)}
+        if config.skip_cross_attention:  # set once: training, samples and checks all run text-free
+            trained["unet"].set_attn_processor(skip_cross_attention(trained["unet"]))
         if train_text:
             trained["text_encoder"] = text_encoder
 
@@ -198,7 +201,13 @@ def train(context: TrainerContext) -> None:
     # 4. resume, 5. optimizer
     checkpoint, start_step = resume(config, trained)
     parameters = [p for m in trained.values() for p in m.parameters() if p.requires_grad]
-    optimizer, lr_scheduler = make_optimizer(config, parameters, checkpoint)
+    groups: list = parameters
+    if config.part == "inpaint":  # conv_in (with the new masked-image channels) in a group of its own
+        conv_in = {id(p) for p in trained["unet"].conv_in.parameters()}
+        groups = [{"params": [p for p in parameters if id(p) in conv_in],
+                   "lr": config.learning_rate * config.input_lr_scale},
+                  {"params": [p for p in parameters if id(p) not in conv_in]}]
+    optimizer, lr_scheduler = make_optimizer(config, groups, checkpoint)
     optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
     module = next(iter(trained.values()))  # the VAE or the UNet (one process: no wrapping needed)
     logger.info("trainable parameters: %.2fM (%s)", sum(p.numel() for p in parameters) / 1e6, ", ".join(trained))

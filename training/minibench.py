@@ -2,13 +2,13 @@
 
 ::
 
-    python -m training.minibench train    --out runs/minibench [--steps-scale 1.0] [--vae-width 16]
+    python -m training.minibench train    --out runs/minibench [--jobs 2] [--steps-scale 1.0] [--vae-width 16]
     python -m training.minibench evaluate --out runs/minibench [--samples 48]
     python -m training.minibench package  --out runs/minibench --to presets/models
 
 ``train`` runs the stages top to bottom; a stage whose ``final/`` exists is skipped and a stage that was
 interrupted resumes from its latest checkpoint (a new ``attempt-N`` folder, the old one untouched), so the one
-command is resumable::
+command is resumable; ``--jobs 2`` runs independent stages side by side (one process each, logs in ``logs/``)::
 
     runs/minibench/
       data/train/  data/test/          1. training.synthetic (the held-out split for evaluation)
@@ -16,10 +16,12 @@ command is resumable::
       base/attempt-N/final/            3. training.mini_base part unet (an SD-layout text-to-image folder)
       inpaint/attempt-N/final/         4. training.mini_base part inpaint (the 9-channel UNet, from the base)
       gam/  colour/  lem/              5-7. training.gam, training.colour_adapter, training.lem on those
+      tryon/  tryoff/                  8-9. training.concat_inpaint_finetune (CatVTON, TryOffAnyone)
+      logs/<stage>.log                 --jobs: each stage's output
       package/mini.yaml + mini/        evaluate/package: the stack as a studio preset (safetensors only)
       evaluation.json                  evaluate: every measured figure, with its ablation
 
-Stages still to come (issue #10): try-on, try-off and dressing weights on top of these.
+Still to come (issue #10): dressing weights (the base has never drawn a person).
 
 ``evaluate`` measures every pathway WITH its condition and with only that condition removed (same seed):
 the base model's caption (colour error = CIEDE2000 between the requested colour and the median colour of the
@@ -75,7 +77,8 @@ def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
         Stage("base", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "unet",
                                              "vae": str(final_dir(root, "vae") / "vae")}, 3000),
         Stage("inpaint", "training.mini_base", {**common, "pretrained_model": str(architecture), "part": "inpaint",
-                                                "base": base, "learning_rate": 5e-4}, 1500),
+                                                "base": base, "learning_rate": 1e-3, "input_lr_scale": 10.0,
+                                                "skip_cross_attention": True}, 4000),
         Stage("gam", "training.gam", {**common, "pretrained_model": base, "vae": None, "learning_rate": 3e-4}, 1500),
         Stage("colour", "training.colour_adapter",
               {**common, "pretrained_model": base, "vae": None, "image_encoder": str(architecture.parent / "image_encoder"),
@@ -109,18 +112,14 @@ def attempts_of(folder: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48,
-          vae_width: int = 0, only: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every stage not finished yet, in order; ``only``: just those stages (e.g. two processes on two cores
-    training independent stages side by side), each refusing to start before the stages it reads are done."""
-    import importlib
-
+def prepare(root: Path, train_count: int = 600, test_count: int = 48) -> tuple[Path, dict[str, float]]:
+    """1. the data (train + held-out test split, each made once) and the architecture folder the stages read;
+    -> (the architecture's base folder, seconds spent on data)."""
     from pipelines.core.tiny import build_tiny_model_set
     from training.synthetic import main as synthetic_main
 
     root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    # 1. data (train + held-out test split)
     for split, count in (("train", train_count), ("test", test_count)):
         folder = root / "data" / split
         if not (folder / "garmentbench.json").exists():
@@ -130,7 +129,16 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
             if synthetic_main(args) != 0:
                 raise RuntimeError(f"synthetic data ({split}) failed")
             timings[f"data_{split}"] = time.perf_counter() - start
-    architecture = build_tiny_model_set(root / "architecture") / "base"
+    return build_tiny_model_set(root / "architecture") / "base", timings
+
+
+def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48,
+          vae_width: int = 0, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every stage not finished yet, in order; ``only``: just those stages (e.g. two processes on two cores
+    training independent stages side by side), each refusing to start before the stages it reads are done."""
+    import importlib
+
+    architecture, timings = prepare(root, train_count, test_count)
     # 2.. the trained stages, each resumable
     planned = stages(root, architecture, vae_width)
     unknown = set(only) - {stage.name for stage in planned}
@@ -159,10 +167,71 @@ def train(root: Path, steps_scale: float = 1.0, train_count: int = 600, test_cou
         if importlib.import_module(stage.trainer).main(["--config", str(config)]) != 0:
             raise RuntimeError(f"stage {stage.name} failed: see the log above and {run}/result.json")
         timings[stage.name] = time.perf_counter() - start
-    record = root / "train_timings.json"  # seconds per stage, merged over runs (and side-by-side processes)
-    earlier = json.loads(record.read_text()) if record.exists() else {}
-    record.write_text(json.dumps({**earlier, **timings}, indent=2))
+    record_timings(root, timings)
     return timings
+
+
+def record_timings(root: Path, timings: dict[str, float]) -> None:
+    """Merge ``timings`` into ``train_timings.json`` (seconds per stage, over runs and side-by-side processes;
+    a lock file keeps two processes from losing each other's update)."""
+    import fcntl
+
+    with open(root / "train_timings.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = root / "train_timings.json"
+        earlier = json.loads(record.read_text()) if record.exists() else {}
+        record.write_text(json.dumps({**earlier, **timings}, indent=2))
+
+
+def train_parallel(root: Path, jobs: int, steps_scale: float = 1.0, train_count: int = 600, test_count: int = 48,
+                   vae_width: int = 0, poll_s: float = 2.0) -> dict[str, float]:
+    """Every unfinished stage, ``jobs`` at a time: a stage starts (as ``train --stages <it>`` in its own process,
+    log in ``logs/<stage>.log``) as soon as the stages it reads are finished. The data and architecture come
+    first, in this process. A failed stage stops the others (each resumes from its last checkpoint next time).
+    Returns the wall-clock seconds of each stage and of the whole run."""
+    import subprocess
+
+    start = time.perf_counter()
+    architecture, _ = prepare(root, train_count, test_count)
+    stage_args = ["--steps-scale", str(steps_scale), "--train-count", str(train_count), "--samples", str(test_count),
+                  "--vae-width", str(vae_width)]
+    names = [stage.name for stage in stages(root, architecture)]
+    pending = [name for name in names if not final_dir(root, name).exists()]
+    (root / "logs").mkdir(exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
+    wall: dict[str, float] = {}
+    try:
+        while pending or running:
+            for name, (process, began, log) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if process.returncode != 0:
+                    raise RuntimeError(f"stage {name} failed (exit {process.returncode}): see {root / 'logs' / name}.log")
+                wall[name] = time.perf_counter() - began
+                logger.info("stage %s: done in %.1f min", name, wall[name] / 60)
+            for name in list(pending):
+                ready = all(final_dir(root, need).exists() for need in NEEDS.get(name, ()))
+                if ready and len(running) < jobs:
+                    log = open(root / "logs" / f"{name}.log", "a")
+                    command = [sys.executable, "-m", "training.minibench", "train", "--out", str(root),
+                               "--stages", name, *stage_args]
+                    running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.perf_counter(), log)
+                    pending.remove(name)
+                    logger.info("stage %s: started (log %s)", name, log.name)
+            if pending and not running:
+                blocked = {name: NEEDS.get(name, ()) for name in pending}
+                raise RuntimeError(f"stages cannot start, what they read is missing: {blocked}")
+            time.sleep(poll_s)
+    finally:
+        for process, _, log in running.values():
+            process.terminate()
+            process.wait()
+            log.close()
+    wall["total"] = time.perf_counter() - start
+    record_timings(root, {f"wall_{name}": seconds for name, seconds in wall.items()})
+    return wall
 
 
 # --------------------------------------------------------------------------------------------- package
@@ -311,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=48, help="held-out captions to evaluate")
     parser.add_argument("--vae-width", type=int, default=0, help="the VAE's first-level channels (0 = the tiny 8)")
     parser.add_argument("--stages", default="", help="train: only these stages, comma-separated (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="train: stages run side by side, each in its own "
+                                                            "process, as soon as what they read is done (2 on 2 cores)")
     parser.add_argument("--to", default=None, help="package: the folder receiving mini.yaml + mini/ "
                                                    "(default <out>/package; presets/models ships it)")
     args = parser.parse_args(argv)
@@ -319,8 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             only = tuple(name for name in (args.stages or "").split(",") if name)
-            print(json.dumps(train(root, args.steps_scale, args.train_count, max(args.samples, 8), args.vae_width,
-                                   only), indent=2))
+            if args.jobs < 1:
+                raise ValueError(f"--jobs {args.jobs}: at least 1")
+            if args.jobs > 1 and only:
+                raise ValueError("--jobs schedules every stage; --stages picks some for this one process: give one")
+            if args.jobs > 1:
+                result = train_parallel(root, args.jobs, args.steps_scale, args.train_count, max(args.samples, 8),
+                                        args.vae_width)
+            else:
+                result = train(root, args.steps_scale, args.train_count, max(args.samples, 8), args.vae_width, only)
+            print(json.dumps(result, indent=2))
         elif args.command == "package":
             print(package(root, Path(args.to) if args.to else root / "package"))
         else:

@@ -120,6 +120,19 @@ def test_inpainting_unet_starts_as_the_base_and_learns(data, tiny_models, tmp_pa
     assert trained.config.in_channels == 9
     assert trained.conv_in.weight[:, 4:].abs().sum() > 0  # the mask / masked-image inputs are used now
     assert json.loads((final / "model_index.json").read_text())["_class_name"] == "StableDiffusionInpaintPipeline"
+    # the GarmentBench-mini recipe: conv_in at 10x the rate, no text -> the new inputs move much further
+    assert main(["--config", str(write(tmp_path / "fast.yaml", pretrained_model=architecture, dataset=str(data),
+                                       output_dir=str(tmp_path / "fast"), part="inpaint", max_train_steps=15,
+                                       base=str(tmp_path / "unet" / "final"), input_lr_scale=10.0,
+                                       skip_cross_attention=True))]) == 0
+    fast = UNet2DConditionModel.from_pretrained(tmp_path / "fast" / "final", subfolder="unet")
+    moved = lambda unet: float(unet.conv_in.weight[:, 4:].norm())  # noqa: E731
+    assert moved(fast) > 3 * moved(trained), (moved(fast), moved(trained))
+    with pytest.raises(ConfigError, match="input_lr_scale: only part 'inpaint'"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "input_lr_scale": 2.0})
+    with pytest.raises(ConfigError, match="skip_cross_attention: only part 'inpaint'"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "unet", "vae": "v",
+                                     "skip_cross_attention": True})
     with pytest.raises(ConfigError, match="base: part 'inpaint' starts from a trained base"):
         load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "inpaint"})
     with pytest.raises(ConfigError, match="uses the base's own VAE"):

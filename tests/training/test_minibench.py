@@ -47,9 +47,13 @@ def test_train_is_resumable_and_evaluate_writes_the_ablation(tmp_path):
     assert main(["train", "--out", str(root), "--stages", "gam", *quick]) == 2  # its base is not trained yet
     assert main(["train", "--out", str(root), "--stages", "everything", *quick]) == 2
     assert not (root / "gam").exists()
-    assert main(["train", "--out", str(root), *quick]) == 0
+    assert main(["train", "--out", str(root), "--jobs", "2", "--stages", "vae", *quick]) == 2  # one or the other
+    assert main(["train", "--out", str(root), "--jobs", "2", *quick]) == 0  # two processes, stages as they unblock
     for stage in ("vae", "base", "inpaint", "gam", "colour", "lem", "tryon", "tryoff"):
         assert final_dir(root, stage).exists(), stage
+        assert "ended: finished" in (root / "logs" / f"{stage}.log").read_text(), stage
+    timings = json.loads((root / "train_timings.json").read_text())
+    assert timings["wall_total"] >= timings["wall_lem"] > 0 and timings["lem"] > 0  # the parent's and the child's
     first = final_dir(root, "base")
     assert main(["train", "--out", str(root), "--steps-scale", "0.004", "--train-count", "12"]) == 0
     assert final_dir(root, "base") == first and not (root / "base" / "attempt-2").exists()  # done stages skipped
