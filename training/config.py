@@ -319,6 +319,9 @@ class MiniBaseConfig(TrainConfig):
                                     "inpaint: also what makes the UNet read the masked image)", (0.0, 1.0))
     input_lr_scale: float = _f(1.0, "part inpaint: conv_in learns at this x learning_rate (its 5 new input "
                                     "channels start at zero and otherwise stay near it)", (0.01, 1000.0))
+    mask_sides: list = _f([0.25, 1.0], "part inpaint: a random box / ellipse spans this fraction of each side "
+                                       "(min, max)")
+    full_mask_prob: float = _f(0.25, "part inpaint: probability of masking the whole image", (0.0, 1.0))
     skip_cross_attention: bool = _f(False, "part inpaint: every attn2 returns its input (no text), as the LEM, "
                                            "CatVTON and TryOffAnyone run this UNet; the masked image is then "
                                            "all it has to go on")
@@ -338,6 +341,8 @@ class MiniBaseConfig(TrainConfig):
             raise ConfigError("vae: part 'inpaint' uses the base's own VAE (<base>/vae); leave vae empty")
         if self.part != "inpaint" and self.input_lr_scale != 1.0:
             raise ConfigError("input_lr_scale: only part 'inpaint' adds input channels; leave it at 1")
+        if len(self.mask_sides) != 2 or not 0 < float(self.mask_sides[0]) <= float(self.mask_sides[1]) <= 1:
+            raise ConfigError(f"mask_sides: {self.mask_sides} must be [min, max] with 0 < min <= max <= 1")
         if self.part != "inpaint" and self.skip_cross_attention:
             raise ConfigError("skip_cross_attention: only part 'inpaint' trains without text; leave it false")
         if self.part != "vae" and self.vae_width:

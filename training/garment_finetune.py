@@ -48,14 +48,16 @@ LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 
 
 # -- data -----------------------------------------------------------------------------------------------
-def random_mask(height: int, width: int, rng: random.Random) -> Image.Image:
-    """A random rectangle or ellipse (25%..100% of each side), or the full image 1 time in 4 (diffusers-like)."""
+def random_mask(height: int, width: int, rng: random.Random, sides: tuple[float, float] = (0.25, 1.0),
+                full: float = 0.25) -> Image.Image:
+    """A random rectangle or ellipse (``sides``: 25%..100% of each side), or the full image with probability
+    ``full`` (1 time in 4: diffusers-like)."""
     mask = Image.new("L", (width, height), 0)
-    if rng.random() < 0.25:
+    if rng.random() < full:
         mask.paste(255, (0, 0, width, height))
         return mask
-    box_w = int(width * rng.uniform(0.25, 1.0))
-    box_h = int(height * rng.uniform(0.25, 1.0))
+    box_w = max(1, int(width * rng.uniform(*sides)))
+    box_h = max(1, int(height * rng.uniform(*sides)))
     left = rng.randint(0, width - box_w)
     top = rng.randint(0, height - box_h)
     draw = ImageDraw.Draw(mask)

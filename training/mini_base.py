@@ -85,9 +85,11 @@ class ImageDataset(Dataset):
 class CaptionDataset(Dataset):
     """Garments with one of their captions; ``masks``: also a random inpainting mask (1 = repaint)."""
 
-    def __init__(self, records, width: int, height: int, masks: bool = False, seed: int = 0) -> None:
+    def __init__(self, records, width: int, height: int, masks: bool = False, seed: int = 0,
+                 mask_sides: tuple[float, float] = (0.25, 1.0), full_mask_prob: float = 0.25) -> None:
         self.records, self.width, self.height, self.masks = records, width, height, masks
         self.rng = random.Random(seed)
+        self.mask_sides, self.full_mask_prob = mask_sides, full_mask_prob
 
     def __len__(self) -> int:
         return len(self.records)
@@ -97,7 +99,8 @@ class CaptionDataset(Dataset):
         example = {"pixel_values": load_rgb_sized(record["cloth"], self.width, self.height),
                    "caption": random.choice(record.captions)}
         if self.masks:
-            example["mask"] = to_tensor(random_mask(self.height, self.width, self.rng))  # (1, H, W)
+            mask = random_mask(self.height, self.width, self.rng, self.mask_sides, self.full_mask_prob)
+            example["mask"] = to_tensor(mask)  # (1, H, W)
         return example
 
 
@@ -193,7 +196,9 @@ def train(context: TrainerContext) -> None:
         dataset: Dataset = ImageDataset(vae_images(config.dataset), config.width, config.height)
     else:
         dataset = CaptionDataset(load_garmentbench(config.dataset, "gam", extract_to=context.run_dir / "dataset"),
-                                 config.width, config.height, masks=config.part == "inpaint", seed=config.seed)
+                                 config.width, config.height, masks=config.part == "inpaint", seed=config.seed,
+                                 mask_sides=tuple(float(v) for v in config.mask_sides),
+                                 full_mask_prob=config.full_mask_prob)
     loader = DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
                         num_workers=config.dataloader_workers, generator=torch.Generator().manual_seed(config.seed))
     logger.info("part %s: %d training images", config.part, len(dataset))

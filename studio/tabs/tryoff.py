@@ -90,7 +90,8 @@ def build_tryoff_tab(ctx: StudioContext) -> dict[str, Any]:
             with gr.Row():
                 sizes = size_choices(defaults)
                 f["size"] = gr.Dropdown(sizes, value=sizes[0], label="Output (H x W)", elem_id="tryoff-size")
-                f["fit_mode"] = gr.Radio(list(FIT_MODES), value="crop", label="Fit photo", elem_id="tryoff-fit",
+                f["fit_mode"] = gr.Radio(list(FIT_MODES), value=defaults.get("fit_mode", "crop"), label="Fit photo",
+                                    elem_id="tryoff-fit",
                                     info="stretch: the official TryOffAnyone geometry (aspect not kept)")
                 f["background"] = gr.Radio(list(BACKGROUNDS), value="white", label="Background", elem_id="tryoff-background",
                                            info=BACKGROUND_INFO)

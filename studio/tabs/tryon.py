@@ -321,7 +321,8 @@ def build_tryon_tab(ctx: StudioContext) -> dict[str, Any]:
             with gr.Row():
                 sizes = size_choices(defaults, native=True)
                 f["size"] = gr.Dropdown(sizes, value=sizes[0], label="Canvas (H x W)", elem_id="tryon-size")
-                f["fit_mode"] = gr.Radio(list(FIT_MODES), value="crop", label="Fit photo", elem_id="tryon-fit")
+                f["fit_mode"] = gr.Radio(list(FIT_MODES), value=defaults.get("fit_mode", "crop"), label="Fit photo",
+                                    elem_id="tryon-fit")
                 f["paste_mode"] = gr.Radio(list(PASTE_MODES), value="feathered", label="Paste back into the photo",
                                            info="feathered / hard: everything outside the mask is kept; none: the "
                                                 "raw model canvas", elem_id="tryon-paste-mode")

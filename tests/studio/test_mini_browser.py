@@ -33,7 +33,8 @@ def mini_studio(models_dir, tmp_path_factory):
                                                    prevent_thread_lock=True, quiet=True,
                                                    allowed_paths=[str(outputs.root)])
     try:
-        yield {"url": f"http://127.0.0.1:{port}/", "outputs": outputs, "service": demo.atelier_context.service}
+        yield {"url": f"http://127.0.0.1:{port}/", "outputs": outputs, "service": demo.atelier_context.service,
+               "demo": demo}
     finally:
         demo.close()
 
@@ -55,6 +56,12 @@ def dress(tmp_path_factory):
     return {"sketch": sketch, "logo": folder / record["files"]["logo"], "box": record["garment"]["logo"]["box"],
             "cloth": np.asarray(Image.open(folder / record["files"]["cloth"]).convert("L")).astype(float),
             "silhouette": np.asarray(Image.open(folder / record["files"]["silhouette"]).convert("L")) > 127}
+
+
+def test_the_tabs_start_from_the_mini_presets_defaults(mini_studio):
+    by_id = {block.elem_id: block for block in mini_studio["demo"].blocks.values() if getattr(block, "elem_id", None)}
+    assert by_id["tryon-fit"].value == "stretch" and by_id["tryoff-fit"].value == "stretch"  # mini.yaml defaults
+    assert by_id["design-steps"].value == 20
 
 
 def test_mini_preset_draws_a_red_dress_with_the_logo_in_the_painted_box(mini_studio, dress, page):

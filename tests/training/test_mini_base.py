@@ -84,6 +84,20 @@ def test_config_and_data_refusals(data, tiny_models, tmp_path):
         vae_images(tmp_path / "empty")
 
 
+def test_random_masks_keep_to_their_sides_and_full_share():
+    import random
+
+    import numpy as np
+
+    from training.garment_finetune import random_mask
+
+    rng = random.Random(0)
+    small = [np.asarray(random_mask(80, 64, rng, sides=(0.1, 0.3), full=0.0)) > 127 for _ in range(200)]
+    assert all(0 < m.sum() <= (0.3 * 80 + 1) * (0.3 * 64 + 1) for m in small)
+    default = [np.asarray(random_mask(80, 64, rng)) > 127 for _ in range(400)]
+    assert 0.18 < np.mean([m.all() for m in default]) < 0.32  # the whole image 1 time in 4
+
+
 def test_inpainting_unet_starts_as_the_base_and_learns(data, tiny_models, tmp_path):
     from diffusers import UNet2DConditionModel
 
@@ -128,6 +142,9 @@ def test_inpainting_unet_starts_as_the_base_and_learns(data, tiny_models, tmp_pa
     fast = UNet2DConditionModel.from_pretrained(tmp_path / "fast" / "final", subfolder="unet")
     moved = lambda unet: float(unet.conv_in.weight[:, 4:].norm())  # noqa: E731
     assert moved(fast) > 3 * moved(trained), (moved(fast), moved(trained))
+    with pytest.raises(ConfigError, match=r"mask_sides: \[0.5, 0.2\] must be \[min, max\]"):
+        load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "part": "inpaint", "base": "b",
+                                     "mask_sides": [0.5, 0.2]})
     with pytest.raises(ConfigError, match="input_lr_scale: only part 'inpaint'"):
         load_config(MiniBaseConfig, {"pretrained_model": "x", "dataset": "d", "input_lr_scale": 2.0})
     with pytest.raises(ConfigError, match="skip_cross_attention: only part 'inpaint'"):
