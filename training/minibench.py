@@ -86,7 +86,7 @@ def stages(root: Path, architecture: Path, vae_width: int = 0) -> list[Stage]:
                "image_encoder_subfolder": None, "drop_text_prob": 0.5, "drop_image_prob": 0.05,
                "drop_both_prob": 0.05}, 1500),
         Stage("lem", "training.lem", {**common, "pretrained_model": str(final_dir(root, "inpaint")), "vae": None,
-                                      "learning_rate": 1e-3}, 1500),
+                                      "learning_rate": 1e-3}, 3000),
         Stage("tryon", "training.concat_inpaint_finetune",
               {**common, "mode": "tryon", "pretrained_model": str(final_dir(root, "inpaint")), "vae": None,
                "dataset": str(data.parent / "tryon"), "learning_rate": 1e-3, **PORTRAIT}, 1200),
@@ -445,7 +445,8 @@ def evaluate_design(root: Path, preset: Path, samples: int = 48, steps: int = 20
     - GAM: prompt + sketch vs prompt alone -> silhouette IoU against the held-out garment's mask;
     - colour adapter: sketch + colour-free prompt + swatch vs without the swatch -> CIEDE2000 to the colour;
     - LEM: sketch + prompt + logo in its box vs no logo -> NCC of the box against the held-out garment's logo,
-      and the mean change outside the box (0 = the logo stays in its box).
+      CIEDE2000 to the logo's colour on the glyph's own pixels, and the mean change outside the box (0 = the
+      logo stays in its box).
     """
     import torch
     from PIL import Image
@@ -493,10 +494,16 @@ def evaluate_design(root: Path, preset: Path, samples: int = 48, steps: int = 20
             logo = Image.open(folder / files["logo"]).convert("RGB")
             mask = Image.fromarray(np.where(box, 255, 0).astype(np.uint8))
             with_logo = run(index, prompt=caption, sketch=sketch, color=swatch, logo=logo, logo_mask=mask)
-            cloth = np.asarray(Image.open(folder / files["cloth"]).convert("L")).astype(float)
+            cloth_rgb = np.asarray(Image.open(folder / files["cloth"]).convert("RGB")).astype(float)
+            cloth = cloth_rgb.mean(axis=2)
             grey = lambda image: image.astype(float).mean(axis=2)  # noqa: E731
             row["logo_ncc"] = ncc(grey(with_logo)[box], cloth[box])
             row["logo_ablation_ncc"] = ncc(grey(with_colour)[box], cloth[box])
+            # the glyph's own pixels: is the logo's colour where the logo is (its shape needs more latent pixels)
+            logo_rgb = tuple(garment["logo"]["colour"]["rgb"])
+            glyph = box & (np.abs(cloth_rgb - np.array(logo_rgb, float)).sum(axis=2) < 30)
+            row["logo_ciede2000"] = colour_error(with_logo, logo_rgb, glyph)
+            row["logo_ablation_ciede2000"] = colour_error(with_colour, logo_rgb, glyph)
             row["logo_outside_change"] = float(np.abs(with_logo.astype(float) - with_colour.astype(float))[~box].mean())
             images["logo"] = with_logo
         if index < 8:
