@@ -243,8 +243,8 @@ name: mini
 description: "GarmentBench-mini: small models trained here on synthetic garments (offline, 64x80, design only)"
 banner: >-
   **GarmentBench-mini preset**: small models trained on this machine from synthetic garments (64x80 px, see the
-  README). *Design* follows a sketch and a colour at that scale (a logo still spoils it), *Try-on* and *Try-off*
-  run on mannequin-sized photos; the other tabs need real weights and say so. Real models: `python app.py --preset sd15` on a GPU with the Hugging Face Hub reachable.
+  README). *Design* follows a sketch and a colour at that scale (a logo pass keeps the garment but does not draw
+  the logo yet), *Try-on* and *Try-off* run on mannequin-sized photos; the other tabs need real weights and say so. Real models: `python app.py --preset sd15` on a GPU with the Hugging Face Hub reachable.
 base_model: "{here}/mini/base"
 vae: "{here}/mini/base/vae"
 image_encoder: "{here}/mini/image_encoder"

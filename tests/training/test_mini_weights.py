@@ -36,12 +36,14 @@ def test_design_pathways_beat_their_ablations(held_out):
     summary = evaluate_design(held_out, PRESET, samples=SAMPLES, steps=20)["summary"]
     assert summary["gam_iou"] > summary["gam_ablation_iou"] + 0.03, summary
     assert summary["colour_ciede2000"] < summary["colour_ablation_ciede2000"] - 5, summary
-    # the LEM does not place the logo yet (held-out NCC 0.05 vs 0.15 without it; README): not asserted
+    # the LEM does not place the logo yet (held-out NCC 0.05 vs 0.09 without it, its colour 46.8 vs 44.0; README):
+    # not asserted
 
 
 def test_tryon_and_tryoff_beat_their_ablations(held_out):
     summary = evaluate_tryon_tryoff(held_out, PRESET, samples=SAMPLES, steps=20)["summary"]
     assert summary["tryon_outside_error"] < 1.0, summary  # body and background outside the mask stay
-    # try-on's colour beats its ablation by only 1 CIEDE2000 unit on the 48 held-out samples (README): not asserted
-    assert summary["tryoff_iou"] > summary["tryoff_ablation_iou"] + 0.02, summary
-    assert summary["tryoff_ciede2000"] < summary["tryoff_ablation_ciede2000"], summary
+    # 6 samples, measured 2026-12-08: try-on 22.6 vs 29.6, try-off IoU 0.70 vs 0.26 and CIEDE2000 26.4 vs 36.4
+    assert summary["tryon_ciede2000"] < summary["tryon_ablation_ciede2000"] - 3, summary
+    assert summary["tryoff_iou"] > summary["tryoff_ablation_iou"] + 0.2, summary
+    assert summary["tryoff_ciede2000"] < summary["tryoff_ablation_ciede2000"] - 5, summary
