@@ -315,8 +315,8 @@ class MiniBaseConfig(TrainConfig):
     learning_rate: float = _f(5e-4, "peak learning rate (from scratch: high)", (1e-10, 1.0))
     adam_weight_decay: float = _f(0.0, "AdamW weight decay", (0.0, 1.0))
     kl_weight: float = _f(1e-6, "part vae: weight of the KL term", (0.0, 1.0))
-    drop_text_prob: float = _f(0.1, "parts unet, inpaint: probability of an empty caption (the CFG branch; "
-                                    "inpaint: also what makes the UNet read the masked image)", (0.0, 1.0))
+    drop_text_prob: float = _f(0.1, "parts unet, inpaint: probability of an empty caption (the CFG branch)",
+                               (0.0, 1.0))
     input_lr_scale: float = _f(1.0, "part inpaint: conv_in learns at this x learning_rate (its 5 new input "
                                     "channels start at zero and otherwise stay near it)", (0.01, 1000.0))
     mask_sides: list = _f([0.25, 1.0], "part inpaint: a random box / ellipse spans this fraction of each side "

@@ -231,9 +231,12 @@ def train(context: TrainerContext) -> None:
         pixels = batch["pixel_values"].to(device)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * scaling  # (B, 4, H/8, W/8)
-        captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
-        with torch.set_grad_enabled("text_encoder" in trained):
-            text = encode_prompts(models["tokenizer"], models["text_encoder"], captions, device)  # (B, 77, D)
+        if config.skip_cross_attention:  # attn2 returns its input: a tiny dummy context, no text encoding
+            text = torch.zeros((pixels.shape[0], 1, module.config.cross_attention_dim), device=device)
+        else:
+            captions = ["" if random.random() < config.drop_text_prob else c for c in batch["captions"]]
+            with torch.set_grad_enabled("text_encoder" in trained):
+                text = encode_prompts(models["tokenizer"], models["text_encoder"], captions, device)  # (B, 77, D)
         _, timesteps, noisy, target = noisy_latents(latents, noise_scheduler)
         if config.part == "inpaint":
             with torch.no_grad():
